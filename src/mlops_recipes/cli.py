@@ -1,0 +1,124 @@
+"""The ``mlops`` command: every pipeline stage plus operator commands. ``main`` is a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from mlops_recipes.params import ParamsError, json_schema, load_params
+from mlops_recipes.settings import Settings
+
+STAGES = ("ingest", "validate", "features", "dataset", "train", "evaluate", "register")
+_log = logging.getLogger("mlops_recipes")
+
+
+def _stage(name: str) -> Callable[[Settings, Any], dict[str, Any]]:
+    # Imported on demand: `mlops status` must not pay for Feast, `mlops ingest` not for MLflow.
+    module = import_module(f"mlops_recipes.stages.{name}")
+    runner: Callable[[Settings, Any], dict[str, Any]] = module.run
+    return runner
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description="mlops-recipes: fraud-model pipeline and registry.")
+    parser.add_argument("--params", type=Path, help="parameters file (default: params.yaml in the project root)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in STAGES:
+        commands.add_parser(stage, help=f"run the {stage} stage")
+    commands.add_parser("run", help="run every stage in order, in this process")
+    status = commands.add_parser("status", help="champion and challenger with their holdout metrics")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    promote = commands.add_parser("promote", help="promote a model version to champion (gated)")
+    promote.add_argument("--version", required=True, help="registry version number")
+    promote.add_argument("--force", action="store_true", help="skip the gate")
+    commands.add_parser("rollback", help="move champion back to the previous champion")
+    show = commands.add_parser("params", help="validate and print the parameters")
+    show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
+    return parser
+
+
+def _print(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))  # noqa: T201 - the CLI's output
+
+
+def _format_status(status: dict[str, Any]) -> str:
+    lines = [f"model: {status['model_name']}"]
+    for alias in ("champion", "challenger"):
+        entry = status[alias]
+        if entry is None:
+            lines.append(f"{alias}: none")
+            continue
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items() if k not in {"rows"})
+        lines.append(f"{alias}: v{entry['version']} (run {entry['run_id']}, features {entry['feature_service']})")
+        lines.append(f"  holdout: {metrics or 'no metrics'}")
+    return "\n".join(lines)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "params" and args.schema:
+        _print(json_schema())
+        return 0
+    params = load_params(args.params or settings.path(settings.params_file))
+    if args.command == "params":
+        _print(params.model_dump(mode="json", by_alias=True))
+        return 0
+    if args.command in STAGES:
+        _print(_stage(args.command)(settings, params))
+        return 0
+    if args.command == "run":
+        for stage in STAGES:
+            _log.info("stage %s", stage)
+            _print(_stage(stage)(settings, params))
+        return 0
+
+    from mlops_recipes.io import registry, tracking
+
+    if args.command == "status":
+        status = registry.status(tracking.configure(settings), settings.model_name)
+        print(json.dumps(status, indent=2) if args.json else _format_status(status))  # noqa: T201
+        return 0
+    if args.command == "promote":
+        from mlops_recipes.stages.register import promote
+
+        _print(promote(settings, params, version=args.version, force=args.force))
+        return 0
+    if args.command == "rollback":
+        before, after = registry.rollback(tracking.configure(settings), settings.model_name)
+        _print({"champion_before": before, "champion_after": after})
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from mlops_recipes.core.schema import DataValidationError
+    from mlops_recipes.core.split import SplitError
+    from mlops_recipes.io.feature_store import FeatureStoreError
+    from mlops_recipes.io.registry import RegistryError
+    from mlops_recipes.stages.register import GateRejected
+
+    return (ParamsError, DataValidationError, SplitError, FeatureStoreError, RegistryError, GateRejected, FileNotFoundError, KeyError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 1 a reported error, 2 a usage error)."""
+    args = _parser().parse_args(argv)
+    # Libraries (Feast, MLflow) stay at WARNING; our own progress lines at INFO.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return _dispatch(args, Settings())
+    except _known_errors() as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)  # noqa: T201
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

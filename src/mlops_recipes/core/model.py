@@ -1,0 +1,43 @@
+"""The model: a scikit-learn Pipeline built from ``params.train`` (stock estimators only, so MLflow's default
+skops serialization needs no trusted-type list)."""
+
+from __future__ import annotations
+
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlops_recipes.params import TrainParams
+
+
+def build_model(params: TrainParams) -> Pipeline:
+    """An unfitted classifier pipeline; ``predict_proba(X)[:, 1]`` is the fraud probability."""
+    if params.model == "hist_gradient_boosting":
+        hgb = params.hist_gradient_boosting
+        classifier = HistGradientBoostingClassifier(
+            learning_rate=hgb.learning_rate,
+            max_iter=hgb.max_iter,
+            max_leaf_nodes=hgb.max_leaf_nodes,
+            min_samples_leaf=hgb.min_samples_leaf,
+            l2_regularization=hgb.l2_regularization,
+            early_stopping=hgb.early_stopping,
+            class_weight=params.class_weight,
+            random_state=params.seed,
+        )
+        # Handles missing values natively: a new customer's NaN features are information, not noise.
+        return Pipeline([("classifier", classifier)])
+    logreg = params.logistic_regression
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            (
+                "classifier",
+                LogisticRegression(
+                    C=logreg.C, max_iter=logreg.max_iter, class_weight=params.class_weight, random_state=params.seed
+                ),
+            ),
+        ]
+    )

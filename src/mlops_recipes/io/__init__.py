@@ -1,0 +1,1 @@
+"""Adapters to the outside world: files, the Feast feature store, MLflow tracking and registry."""

@@ -1,0 +1,61 @@
+"""Reading and writing the tables and small JSON documents the stages exchange."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+_TIMESTAMP_COLUMNS = ("event_timestamp", "account_created_at")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a user's Parquet or CSV file; timestamp columns are parsed as UTC."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        frame = pd.read_parquet(path)
+    elif suffix in {".csv", ".gz"}:
+        frame = pd.read_csv(path)
+    else:
+        raise ValueError(f"unsupported data file type {suffix!r} ({path}); use Parquet or CSV")
+    for column in _TIMESTAMP_COLUMNS:
+        if column in frame.columns and not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
+    return frame
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` atomically (a half-written file never replaces a good one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(path)
+    return path
+
+
+def write_json(document: Any, path: Path) -> Path:
+    """Write a JSON document (sorted keys, so DVC sees no change when nothing changed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON document written by an earlier stage, or explain which stage to run."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def file_digest(path: Path) -> str:
+    """MD5 of a file, the hash DVC uses too, for lineage tags."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,129 @@
+"""The MLflow model registry, with aliases only (stages are deprecated): ``challenger`` for the newest
+candidate, ``champion`` for the model in production. Rollback moves ``champion`` back along the
+``previous_champion`` tags that every promotion leaves."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+METRIC_PREFIX = "holdout_"
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked (no such version, nothing to roll back to, ...)."""
+
+
+def _missing(error: Exception) -> bool:
+    code = getattr(error, "error_code", "")
+    return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind ``alias``, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if _missing(error):
+            return None
+        raise
+
+
+def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    """One model version, or a :class:`RegistryError` that says which does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if _missing(error):
+            raise RegistryError(f"model {name!r} has no version {version}") from None
+        raise
+
+
+def ensure_version(client: MlflowClient, name: str, *, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="Card-transaction fraud model (mlops-recipes).")
+    except MlflowException as error:
+        if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+    for existing in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        if existing.source == model_uri or model_uri.endswith(str(getattr(existing, "model_id", None) or "\0")):
+            for key, value in tags.items():
+                client.set_model_version_tag(name, existing.version, key, value)
+            return client.get_model_version(name, existing.version)
+    created = mlflow.register_model(model_uri=model_uri, name=name, tags=tags)
+    return client.get_model_version(name, created.version)
+
+
+def set_challenger(client: MlflowClient, name: str, version: str) -> None:
+    """Mark ``version`` as the newest candidate."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+
+
+def set_champion(client: MlflowClient, name: str, version: str, *, reason: str) -> str | None:
+    """Move ``champion`` to ``version``; remember the one it replaces for rollback. Returns that one."""
+    current = alias_version(client, name, CHAMPION)
+    previous = current.version if current is not None else None
+    if previous == str(version):
+        return previous
+    if previous is not None:
+        client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, previous)
+    client.set_model_version_tag(name, version, "promoted_at", dt.datetime.now(dt.UTC).isoformat())
+    client.set_model_version_tag(name, version, "promotion_reason", reason[:4000])
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced. Returns (from_version, to_version)."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back")
+    previous = current.tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise RegistryError(f"champion v{current.version} of {name!r} has no previous champion to roll back to")
+    get_version(client, name, previous)
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current.version, "rolled_back_at", dt.datetime.now(dt.UTC).isoformat())
+    return current.version, previous
+
+
+def describe(client: MlflowClient, version: ModelVersion | None) -> dict[str, Any] | None:
+    """Status of one version: number, run, holdout metrics, feature service, source."""
+    if version is None:
+        return None
+    metrics: dict[str, float] = {}
+    if version.run_id:
+        run_metrics = client.get_run(version.run_id).data.metrics
+        metrics = {k.removeprefix(METRIC_PREFIX): v for k, v in run_metrics.items() if k.startswith(METRIC_PREFIX)}
+    return {
+        "version": version.version,
+        "run_id": version.run_id,
+        "metrics": dict(sorted(metrics.items())),
+        "feature_service": version.tags.get("feature_service"),
+        "source": version.source,
+        "aliases": sorted(version.aliases),
+    }
+
+
+def status(client: MlflowClient, name: str) -> dict[str, Any]:
+    """Champion and challenger of ``name``."""
+    return {
+        "model_name": name,
+        CHAMPION: describe(client, alias_version(client, name, CHAMPION)),
+        CHALLENGER: describe(client, alias_version(client, name, CHALLENGER)),
+    }

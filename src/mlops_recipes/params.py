@@ -1,0 +1,199 @@
+"""Pipeline parameters: ``params.yaml`` loaded through one strict, frozen pydantic model.
+
+DVC tracks the file and ``dvc exp run -S key=value`` edits it; every stage loads it through
+:func:`load_params` first, so a typo or an out-of-range value fails before any work starts, with a message
+that names the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DriftParams(_Strict):
+    """Knobs that shift the generated data, for monitoring demos. 1.0 means no drift."""
+
+    amount_scale: Annotated[float, Field(gt=0)] = 1.0
+    fraud_multiplier: Annotated[float, Field(ge=0)] = 1.0
+    online_share_shift: Annotated[float, Field(ge=-0.5, le=0.5)] = 0.0
+
+
+class DataParams(_Strict):
+    """Where the raw transactions come from: the seeded generator or the user's own file."""
+
+    source: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = Field(default=None, description="Parquet or CSV file when source is 'file'.")
+    seed: int = 42
+    n_customers: PositiveInt = 2000
+    n_merchants: PositiveInt = 200
+    days: Annotated[int, Field(ge=2, le=3650)] = 60
+    end_date: dt.date | None = Field(
+        default=None,
+        description="Last day of generated data (UTC, exclusive end at midnight). None: today, so the "
+        "online store holds fresh features and feature TTLs make sense at serving time.",
+    )
+    txns_per_customer_day: Annotated[float, Field(gt=0, le=100)] = 0.8
+    compromised_share: Probability = Field(
+        default=0.2, description="Share of customers whose card is compromised once in the window."
+    )
+    risky_merchant_share: Probability = 0.05
+    new_account_share: Probability = 0.1
+    drift: DriftParams = DriftParams()
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> DataParams:
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path is required when data.source is 'file'")
+        return self
+
+
+class ValidateParams(_Strict):
+    """Row-count bounds and tolerated label balance for the schema gate."""
+
+    min_rows: PositiveInt = 1000
+    max_rows: PositiveInt = 100_000_000
+    min_fraud_rate: Probability = 0.001
+    max_fraud_rate: Probability = 0.2
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidateParams:
+        if self.min_rows > self.max_rows:
+            raise ValueError("validate.min_rows must not exceed validate.max_rows")
+        if self.min_fraud_rate > self.max_fraud_rate:
+            raise ValueError("validate.min_fraud_rate must not exceed validate.max_fraud_rate")
+        return self
+
+
+class FeatureParams(_Strict):
+    """Which feature service is the model's contract, and how merchant fraud rates are smoothed.
+
+    Feature windows are part of the contract itself (``feature_repo/``), not parameters: changing one means
+    a new feature service version.
+    """
+
+    service: str = Field(default="fraud_model_v1", pattern=r"^[A-Za-z0-9_]+$")
+    merchant_rate_prior_weight: Annotated[float, Field(ge=0)] = 20.0
+
+
+class SplitParams(_Strict):
+    """Time-based split: the last ``holdout_days`` are the holdout, after a gap that stops bursts straddling it."""
+
+    holdout_days: Annotated[int, Field(ge=1)] = 10
+    gap_hours: Annotated[int, Field(ge=0)] = 24
+
+
+class HistGradientBoostingParams(_Strict):
+    """The default model: gradient boosting that handles missing features natively."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_iter: Annotated[int, Field(ge=1, le=5000)] = 200
+    max_leaf_nodes: Annotated[int, Field(ge=2)] = 31
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 40
+    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
+    early_stopping: bool = True
+
+
+class LogisticRegressionParams(_Strict):
+    """The linear alternative (imputed, scaled)."""
+
+    C: Annotated[float, Field(gt=0)] = 1.0
+    max_iter: Annotated[int, Field(ge=1)] = 1000
+
+
+class TrainParams(_Strict):
+    """Which model to train and how."""
+
+    model: Literal["hist_gradient_boosting", "logistic_regression"] = "hist_gradient_boosting"
+    seed: int = 42
+    class_weight: Literal["balanced"] | None = None
+    shuffle_labels: bool = Field(
+        default=False, description="Sanity check: train on permuted labels; the gate must refuse the model."
+    )
+    hist_gradient_boosting: HistGradientBoostingParams = HistGradientBoostingParams()
+    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+
+
+class EvaluateParams(_Strict):
+    """Operating points reported on the holdout."""
+
+    max_fpr: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    top_k: PositiveInt = 100
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
+
+
+class RegisterParams(_Strict):
+    """The promotion gate: an absolute floor, then a margin over the current champion on the same holdout."""
+
+    metric: Literal["pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k"] = "pr_auc"
+    floor: Probability = 0.3
+    min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    fail_on_reject: bool = Field(default=False, description="Exit non-zero (fail `dvc repro`) when the gate refuses.")
+
+
+class Params(_Strict):
+    """Everything in ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    features: FeatureParams = FeatureParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(default=RegisterParams(), alias="register")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, *, source: str = "params") -> Params:
+    """Validate an already-loaded mapping; raise :class:`ParamsError` naming every bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{source} is invalid:\n{_format_errors(error)}") from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate ``params.yaml``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: parameters file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, source=str(path))
+
+
+def json_schema() -> dict[str, object]:
+    """The JSON Schema of ``params.yaml`` (``mlops params --schema``)."""
+    return Params.model_json_schema(by_alias=True)

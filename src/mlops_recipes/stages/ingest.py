@@ -1,0 +1,25 @@
+"""ingest: raw transactions from the seeded generator or the user's own Parquet/CSV file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops_recipes.core.generator import generate_transactions
+from mlops_recipes.io.files import read_table, write_parquet
+from mlops_recipes.params import Params
+from mlops_recipes.settings import Settings
+
+
+def run(settings: Settings, params: Params) -> dict[str, Any]:
+    """Write ``data/raw/transactions.parquet``."""
+    data = params.data
+    if data.source == "synthetic":
+        frame = generate_transactions(data)
+        origin = f"synthetic(seed={data.seed})"
+    else:
+        assert data.path is not None  # checked by DataParams
+        source = settings.path(data.path)
+        frame = read_table(source)
+        origin = str(source)
+    write_parquet(frame, settings.raw_transactions)
+    return {"stage": "ingest", "source": origin, "rows": len(frame), "output": str(settings.raw_transactions)}

@@ -1,0 +1,123 @@
+"""register: register the candidate, alias it ``challenger``, and run the gate that may move ``champion``.
+
+Idempotent: a model already registered is found, not registered twice; a champion that already is the
+candidate stays. The decision goes to ``reports/promotion.json`` and to tags on the version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from mlops_recipes.core.gate import GateDecision, decide
+from mlops_recipes.io import registry, tracking
+from mlops_recipes.io.files import read_json, write_json
+from mlops_recipes.params import Params
+from mlops_recipes.settings import Settings
+from mlops_recipes.stages import evaluate
+
+
+class GateRejected(RuntimeError):
+    """The gate refused the candidate and ``register.fail_on_reject`` is set."""
+
+
+def champion_score(client: Any, settings: Settings, params: Params, holdout: pd.DataFrame) -> tuple[str | None, float | None, str | None]:
+    """(version, score on this holdout, note) of the current champion; score None when there is none or it
+    cannot read this holdout (a different feature set)."""
+    current = registry.alias_version(client, settings.model_name, registry.CHAMPION)
+    if current is None:
+        return None, None, None
+    uri = f"models:/{settings.model_name}/{current.version}"
+    try:
+        scores = evaluate.score_holdout(uri, holdout)
+    except (KeyError, ValueError) as error:
+        return current.version, None, f"champion v{current.version} cannot be scored on this holdout ({error})"
+    return current.version, evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric], None
+
+
+def gate(
+    client: Any, settings: Settings, params: Params, *, version: str, candidate_score: float, holdout: pd.DataFrame
+) -> tuple[GateDecision, str | None]:
+    """Decide on ``version`` against the current champion on the same holdout. Returns (decision, champion)."""
+    rules = params.register_
+    champ_version, champ_score, note = champion_score(client, settings, params, holdout)
+    if champ_version == str(version):
+        return GateDecision(True, ("already champion",), rules.metric, candidate_score, champ_score), champ_version
+    decision = decide(
+        metric=rules.metric,
+        candidate_score=candidate_score,
+        floor=rules.floor,
+        min_improvement=rules.min_improvement,
+        champion_score=champ_score,
+    )
+    if note:
+        decision = GateDecision(decision.promote, (*decision.reasons, note), *_tail(decision))
+    return decision, champ_version
+
+
+def _tail(decision: GateDecision) -> tuple[str, float, float | None]:
+    return decision.metric, decision.candidate_score, decision.champion_score
+
+
+def apply_decision(client: Any, settings: Settings, version: str, decision: GateDecision) -> str | None:
+    """Record the decision on the version and move ``champion`` if it promotes. Returns the champion before."""
+    name = settings.model_name
+    client.set_model_version_tag(name, version, "gate_decision", "promoted" if decision.promote else "rejected")
+    client.set_model_version_tag(name, version, "gate_reasons", json.dumps(list(decision.reasons))[:4000])
+    before = registry.alias_version(client, name, registry.CHAMPION)
+    if decision.promote:
+        registry.set_champion(client, name, version, reason="; ".join(decision.reasons))
+    return before.version if before is not None else None
+
+
+def run(settings: Settings, params: Params) -> dict[str, Any]:
+    """Register, alias ``challenger``, gate, maybe promote; write ``reports/promotion.json``."""
+    trained = read_json(settings.train_run_file)
+    metrics = read_json(settings.holdout_metrics_file)
+    holdout = pd.read_parquet(settings.dataset_dir / "holdout.parquet")
+    client = tracking.configure(settings)
+    tags = {
+        "feature_service": trained["feature_service"],
+        "model_family": trained["model_family"],
+        **{f"{registry.METRIC_PREFIX}{k}": str(v) for k, v in metrics.items()},
+    }
+    version = registry.ensure_version(
+        client, settings.model_name, model_uri=trained["model_uri"], run_id=trained["run_id"], tags=tags
+    ).version
+    registry.set_challenger(client, settings.model_name, version)
+    decision, _ = gate(
+        client, settings, params, version=version, candidate_score=float(metrics[params.register_.metric]), holdout=holdout
+    )
+    before = apply_decision(client, settings, version, decision)
+    after = registry.alias_version(client, settings.model_name, registry.CHAMPION)
+    report = {
+        "model_name": settings.model_name,
+        "candidate_version": version,
+        "run_id": trained["run_id"],
+        "champion_before": before,
+        "champion_after": after.version if after is not None else None,
+        "decision": decision.as_dict(),
+    }
+    write_json(report, settings.path(settings.reports_dir) / "promotion.json")
+    if not decision.promote and params.register_.fail_on_reject:
+        raise GateRejected(f"gate rejected v{version}: " + "; ".join(decision.reasons))
+    return {"stage": "register", **report}
+
+
+def promote(settings: Settings, params: Params, *, version: str, force: bool) -> dict[str, Any]:
+    """Manually promote ``version``: still gated on the current holdout unless ``force``."""
+    client = tracking.configure(settings)
+    registry.get_version(client, settings.model_name, version)
+    holdout = pd.read_parquet(settings.dataset_dir / "holdout.parquet")
+    uri = f"models:/{settings.model_name}/{version}"
+    score = evaluate.compute(holdout, evaluate.score_holdout(uri, holdout), params.evaluate)[params.register_.metric]
+    if force:
+        decision = GateDecision(True, ("forced by operator",), params.register_.metric, score, None)
+    else:
+        decision, _ = gate(client, settings, params, version=version, candidate_score=score, holdout=holdout)
+    before = apply_decision(client, settings, version, decision)
+    if not decision.promote:
+        raise GateRejected(f"gate rejected v{version}: " + "; ".join(decision.reasons) + " (use --force to override)")
+    return {"promoted": version, "champion_before": before, "decision": decision.as_dict()}
