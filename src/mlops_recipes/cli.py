@@ -103,14 +103,25 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from mlops_recipes.io.registry import RegistryError
     from mlops_recipes.stages.register import GateRejected
 
-    return (ParamsError, DataValidationError, SplitError, FeatureStoreError, RegistryError, GateRejected, FileNotFoundError, KeyError)
+    return (
+        ParamsError,
+        DataValidationError,
+        SplitError,
+        FeatureStoreError,
+        RegistryError,
+        GateRejected,
+        FileNotFoundError,
+        KeyError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 a reported error, 2 a usage error)."""
     args = _parser().parse_args(argv)
     # Libraries (Feast, MLflow) stay at WARNING; our own progress lines at INFO.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     _log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _dispatch(args, Settings())

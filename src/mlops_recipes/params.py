@@ -88,7 +88,7 @@ class FeatureParams(_Strict):
     """
 
     service: str = Field(default="fraud_model_v1", pattern=r"^[A-Za-z0-9_]+$")
-    merchant_rate_prior_weight: Annotated[float, Field(ge=0)] = 20.0
+    merchant_rate_prior_weight: Annotated[float, Field(gt=0)] = 20.0
 
 
 class SplitParams(_Strict):
@@ -158,7 +158,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _format_errors(error: ValidationError) -> str:

@@ -82,7 +82,8 @@ def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.Dat
         matrix = daily[column].to_numpy(dtype=np.float64).reshape(len(merchants), len(days))
         padded = np.concatenate([np.zeros((len(merchants), 1)), np.cumsum(matrix, axis=1)], axis=1)
         lagged = np.arange(len(days)) - MERCHANT_WINDOW_DAYS
-        return padded[:, np.arange(len(days))] - padded[:, np.clip(lagged, 0, None)]
+        window: np.ndarray = padded[:, np.arange(len(days))] - padded[:, np.clip(lagged, 0, None)]
+        return window
 
     counts, frauds, amounts = trailing("count"), trailing("frauds"), trailing("amount")
     global_rate = frauds.sum(axis=0) / np.maximum(counts.sum(axis=0), 1.0)
@@ -98,4 +99,5 @@ def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.Dat
         }
     )
     # The first day has no history yet: not a feature row anyone should see.
-    return out.loc[out["event_timestamp"] > first].reset_index(drop=True)
+    with_history: pd.DataFrame = out.loc[out["event_timestamp"] > first].reset_index(drop=True)
+    return with_history

@@ -30,8 +30,10 @@ def decide(
     min_improvement: float,
     champion_score: float | None,
 ) -> GateDecision:
-    """Promote when the candidate clears ``floor`` and, if a champion exists, beats it by ``min_improvement``
-    on the same holdout. A missing or NaN champion score means there is nothing to beat."""
+    """Promote when the candidate clears the floor and beats the champion (if any) by the margin.
+
+    Scores come from the same holdout. A missing or NaN champion score means there is nothing to beat.
+    """
 
     def verdict(promote: bool, *reasons: str) -> GateDecision:
         return GateDecision(promote, reasons, metric, candidate_score, champion_score)

@@ -29,7 +29,9 @@ TRANSACTION_COLUMNS = (
 )
 _SECONDS_PER_DAY = 86_400
 # Share of legitimate activity per UTC hour: quiet at night, busy in the day and evening.
-_LEGIT_HOURS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 6, 6.5, 6, 5.5, 5.5, 6, 6.5, 7, 6.5, 5, 4, 3, 2])
+_LEGIT_HOURS = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 6, 6.5, 6, 5.5, 5.5, 6, 6.5, 7, 6.5, 5, 4, 3, 2]
+)
 # Fraud episodes start mostly at night.
 _FRAUD_HOURS = np.array([6, 7, 7, 7, 6, 5, 3, 2, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 2, 2, 2.5, 3, 4, 5, 6])
 

@@ -19,7 +19,9 @@ _MAX_CURVE_POINTS = 400
 
 def recall_at_fpr(y_true: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
     """Highest recall reachable while the false-positive rate stays at or below ``max_fpr``."""
-    fpr, tpr, _ = roc_curve(y_true, scores)
+    # Keep every threshold: the default drops collinear points, which with tied scores are reachable operating
+    # points (and can be the best one under the bound).
+    fpr, tpr, _ = roc_curve(y_true, scores, drop_intermediate=False)
     return float(tpr[fpr <= max_fpr].max())
 
 
@@ -31,7 +33,7 @@ def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
 
 
 def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, bins: int) -> float:
-    """Mean |observed rate − mean score| over equal-width score bins, weighted by bin size."""
+    """Mean |observed rate - mean score| over equal-width score bins, weighted by bin size."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
     error = 0.0
@@ -51,7 +53,7 @@ def holdout_metrics(
     if len(np.unique(y_true)) < 2:
         raise ValueError("holdout needs both classes to compute ranking metrics")
     predicted = scores >= threshold
-    tn, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    _, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
     return {
         "roc_auc": float(roc_auc_score(y_true, scores)),
         "pr_auc": float(average_precision_score(y_true, scores)),

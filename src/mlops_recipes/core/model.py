@@ -1,8 +1,11 @@
-"""The model: a scikit-learn Pipeline built from ``params.train`` (stock estimators only, so MLflow's default
-skops serialization needs no trusted-type list)."""
+"""The model: a scikit-learn Pipeline built from ``params.train``, stock estimators only.
+
+Stock estimators keep MLflow's skops serialization simple (see the trusted types in ``stages/train.py``).
+"""
 
 from __future__ import annotations
 
+import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -41,3 +44,14 @@ def build_model(params: TrainParams) -> Pipeline:
             ),
         ]
     )
+
+
+def check_training_features(features: pd.DataFrame) -> None:
+    """Refuse a training matrix with a feature missing on every row, naming the columns.
+
+    Such a column means a broken feature pipeline (a renamed column, an empty source), and scikit-learn 1.9's
+    gradient boosting crashes on it with an unrelated-looking binning error.
+    """
+    empty = [str(column) for column in features.columns if features[column].isna().all()]
+    if empty:
+        raise ValueError(f"features missing on every training row (check the feature pipeline): {empty}")

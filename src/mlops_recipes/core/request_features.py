@@ -1,5 +1,6 @@
-"""Request-time features: the one function that turns stored features plus the transaction being scored
-into the model's input, used unchanged by training, batch scoring and the online service.
+"""Request-time features: stored features plus the transaction being scored become the model's input.
+
+This is the one function used unchanged by training, batch scoring and the online service.
 
 It works column-wise on anything that maps a column name to an array (a pandas DataFrame, or a dict of
 NumPy arrays for a single online request), so the serving hot path needs no pandas.
@@ -7,8 +8,7 @@ NumPy arrays for a single online request), so the serving hot path needs no pand
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,7 +36,13 @@ DERIVED_FEATURES = (
 MODEL_FEATURES = tuple(f for f in STORED_FEATURES if f not in _STORED_ONLY) + DERIVED_FEATURES
 
 
-def _floats(columns: Mapping[str, Any], name: str) -> np.ndarray:
+class Columns(Protocol):
+    """Anything indexable by column name: a pandas DataFrame or a dict of arrays."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def _floats(columns: Columns, name: str) -> np.ndarray:
     return np.asarray(columns[name], dtype=np.float64)
 
 
@@ -50,7 +56,7 @@ def event_seconds(values: Any) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def request_features(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def request_features(columns: Columns) -> dict[str, np.ndarray]:
     """Model inputs (``MODEL_FEATURES``) from stored features and request fields.
 
     Missing stored features (a new customer, an unknown merchant) arrive as NaN and stay NaN where a derived

@@ -105,7 +105,7 @@ def _failures(cases: pd.DataFrame) -> list[dict[str, Any]]:
         examples = group.head(_EXAMPLES_PER_CHECK)
         failures.append(
             {
-                "column": "<table>" if pd.isna(column) else str(column),
+                "column": str(column) if isinstance(column, str) else "<table>",
                 "check": str(check),
                 "count": len(group),
                 "rows": [None if pd.isna(i) else int(i) for i in examples["index"]],

@@ -1,6 +1,6 @@
-"""Feast, in-process: load the definitions in ``feature_repo/``, apply them, materialize, and build
-point-in-time training sets. No ``feast`` CLI calls (each costs ~11 s here); ``import feast`` (~7 s) is paid
-only by the callers of this module.
+"""Feast, in-process: load, apply and materialize the definitions in ``feature_repo/``; build training sets.
+
+No ``feast`` CLI calls (each costs ~11 s here); ``import feast`` (~7 s) is paid only by callers of this module.
 """
 
 from __future__ import annotations
@@ -92,11 +92,9 @@ def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str
         stale += [o for o in registry.list_feature_services(project) if o.name not in declared["feature_services"]]
         stale += [o for o in registry.list_feature_views(project) if o.name not in declared["feature_views"]]
         stale += [
-            o
-            for o in registry.list_entities(project)
-            if o.name not in declared["entities"] and o.name != "__dummy"
+            o for o in registry.list_entities(project) if o.name not in declared["entities"] and o.name != "__dummy"
         ]
-    except Exception:  # noqa: BLE001 - a fresh registry may not know the project yet
+    except Exception:
         stale = []
     store.apply(definitions.all(), objects_to_delete=stale, partial=False)
     return {
@@ -106,8 +104,11 @@ def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str
 
 
 def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> None:
-    """Load the latest feature rows in ``[start, end]`` into the online store (explicit range: a fresh store's
-    ``materialize_incremental`` would start at now − TTL and miss older data silently)."""
+    """Load the latest feature rows in ``[start, end]`` into the online store.
+
+    The range is explicit: on a fresh store ``materialize_incremental`` would start at now - TTL and miss older
+    data without a word.
+    """
     store.materialize(start_date=start, end_date=end)
 
 
@@ -122,7 +123,7 @@ def feature_references(store: FeatureStore, service_name: str) -> list[str]:
             f"feature service {service_name!r} is not registered; run the features stage (mlops features)"
         ) from None
     return [
-        f"{projection.name_to_use()}:{feature.name}"
+        f"{projection.name_alias or projection.name}:{feature.name}"
         for projection in service.feature_view_projections
         for feature in projection.features
     ]
@@ -141,9 +142,7 @@ def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service_na
     return frame
 
 
-def online_features(
-    store: FeatureStore, entity_rows: list[dict[str, Any]], service_name: str
-) -> dict[str, list[Any]]:
+def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service_name: str) -> dict[str, list[Any]]:
     """Online lookup of the service's features for the given entity keys."""
     service = store.get_feature_service(service_name)
     response = store.get_online_features(features=service, entity_rows=entity_rows)

@@ -24,8 +24,10 @@ def read_table(path: Path) -> pd.DataFrame:
     else:
         raise ValueError(f"unsupported data file type {suffix!r} ({path}); use Parquet or CSV")
     for column in _TIMESTAMP_COLUMNS:
-        if column in frame.columns and not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
+        if column in frame.columns:
+            # Naive values are taken as UTC; any unit (Parquet often stores microseconds) becomes nanoseconds,
+            # the unit the schema and Feast expect. Unparseable values become NaT and fail validation by row.
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce").astype("datetime64[ns, UTC]")
     return frame
 
 

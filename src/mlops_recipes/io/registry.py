@@ -1,6 +1,8 @@
-"""The MLflow model registry, with aliases only (stages are deprecated): ``challenger`` for the newest
-candidate, ``champion`` for the model in production. Rollback moves ``champion`` back along the
-``previous_champion`` tags that every promotion leaves."""
+"""The MLflow model registry, with aliases only (registry stages are deprecated).
+
+``challenger`` marks the newest candidate, ``champion`` the model in production. Rollback moves ``champion``
+back along the ``previous_champion`` tags that every promotion leaves.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
         raise
 
 
-def ensure_version(client: MlflowClient, name: str, *, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+def ensure_version(
+    client: MlflowClient, name: str, *, model_uri: str, run_id: str, tags: dict[str, str]
+) -> ModelVersion:
     """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -77,7 +81,7 @@ def set_challenger(client: MlflowClient, name: str, version: str) -> None:
 def set_champion(client: MlflowClient, name: str, version: str, *, reason: str) -> str | None:
     """Move ``champion`` to ``version``; remember the one it replaces for rollback. Returns that one."""
     current = alias_version(client, name, CHAMPION)
-    previous = current.version if current is not None else None
+    previous = str(current.version) if current is not None else None
     if previous == str(version):
         return previous
     if previous is not None:
@@ -99,7 +103,7 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     get_version(client, name, previous)
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.set_model_version_tag(name, current.version, "rolled_back_at", dt.datetime.now(dt.UTC).isoformat())
-    return current.version, previous
+    return str(current.version), str(previous)
 
 
 def describe(client: MlflowClient, version: ModelVersion | None) -> dict[str, Any] | None:
@@ -111,7 +115,7 @@ def describe(client: MlflowClient, version: ModelVersion | None) -> dict[str, An
         run_metrics = client.get_run(version.run_id).data.metrics
         metrics = {k.removeprefix(METRIC_PREFIX): v for k, v in run_metrics.items() if k.startswith(METRIC_PREFIX)}
     return {
-        "version": version.version,
+        "version": str(version.version),
         "run_id": version.run_id,
         "metrics": dict(sorted(metrics.items())),
         "feature_service": version.tags.get("feature_service"),

@@ -24,6 +24,7 @@ def configure(settings: Settings) -> MlflowClient:
 
 def git_commit(settings: Settings) -> str:
     """The current commit (with ``-dirty`` when the tree has changes), or ``unknown`` outside git."""
+
     def git(*args: str) -> str:
         return subprocess.run(  # noqa: S603 - fixed git arguments
             ["git", *args],  # noqa: S607 - git from PATH is the point

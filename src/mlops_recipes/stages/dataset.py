@@ -22,7 +22,9 @@ LOOKUP_OFFSET = pd.Timedelta(microseconds=1)
 
 def build_training_frame(store: Any, transactions: pd.DataFrame, service: str) -> pd.DataFrame:
     """Join stored features point-in-time, then derive the request-time features: one row per transaction."""
-    entity_df = transactions[["transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount", "channel", LABEL]]
+    entity_df = transactions[
+        ["transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount", "channel", LABEL]
+    ]
     entity_df = entity_df.assign(event_timestamp=entity_df["event_timestamp"] - LOOKUP_OFFSET)
     joined = feature_store.historical_features(store, entity_df, service)
     joined = joined.assign(event_timestamp=joined["event_timestamp"] + LOOKUP_OFFSET)

@@ -17,8 +17,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         frame = generate_transactions(data)
         origin = f"synthetic(seed={data.seed})"
     else:
-        assert data.path is not None  # checked by DataParams
-        source = settings.path(data.path)
+        source = settings.path(data.path or "")  # DataParams guarantees a path for file sources
         frame = read_table(source)
         origin = str(source)
     write_parquet(frame, settings.raw_transactions)

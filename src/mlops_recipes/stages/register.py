@@ -23,9 +23,13 @@ class GateRejected(RuntimeError):
     """The gate refused the candidate and ``register.fail_on_reject`` is set."""
 
 
-def champion_score(client: Any, settings: Settings, params: Params, holdout: pd.DataFrame) -> tuple[str | None, float | None, str | None]:
-    """(version, score on this holdout, note) of the current champion; score None when there is none or it
-    cannot read this holdout (a different feature set)."""
+def champion_score(
+    client: Any, settings: Settings, params: Params, holdout: pd.DataFrame
+) -> tuple[str | None, float | None, str | None]:
+    """The current champion's (version, score on this holdout, note).
+
+    The score is None when there is no champion or it cannot read this holdout (a different feature set).
+    """
     current = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     if current is None:
         return None, None, None
@@ -33,8 +37,8 @@ def champion_score(client: Any, settings: Settings, params: Params, holdout: pd.
     try:
         scores = evaluate.score_holdout(uri, holdout)
     except (KeyError, ValueError) as error:
-        return current.version, None, f"champion v{current.version} cannot be scored on this holdout ({error})"
-    return current.version, evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric], None
+        return str(current.version), None, f"champion v{current.version} cannot be scored on this holdout ({error})"
+    return str(current.version), evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric], None
 
 
 def gate(
@@ -69,7 +73,7 @@ def apply_decision(client: Any, settings: Settings, version: str, decision: Gate
     before = registry.alias_version(client, name, registry.CHAMPION)
     if decision.promote:
         registry.set_champion(client, name, version, reason="; ".join(decision.reasons))
-    return before.version if before is not None else None
+    return str(before.version) if before is not None else None
 
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
@@ -83,12 +87,18 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "model_family": trained["model_family"],
         **{f"{registry.METRIC_PREFIX}{k}": str(v) for k, v in metrics.items()},
     }
-    version = registry.ensure_version(
+    registered = registry.ensure_version(
         client, settings.model_name, model_uri=trained["model_uri"], run_id=trained["run_id"], tags=tags
-    ).version
+    )
+    version = str(registered.version)
     registry.set_challenger(client, settings.model_name, version)
     decision, _ = gate(
-        client, settings, params, version=version, candidate_score=float(metrics[params.register_.metric]), holdout=holdout
+        client,
+        settings,
+        params,
+        version=version,
+        candidate_score=float(metrics[params.register_.metric]),
+        holdout=holdout,
     )
     before = apply_decision(client, settings, version, decision)
     after = registry.alias_version(client, settings.model_name, registry.CHAMPION)
@@ -97,7 +107,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "candidate_version": version,
         "run_id": trained["run_id"],
         "champion_before": before,
-        "champion_after": after.version if after is not None else None,
+        "champion_after": str(after.version) if after is not None else None,
         "decision": decision.as_dict(),
     }
     write_json(report, settings.path(settings.reports_dir) / "promotion.json")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_recipes.core.model import build_model
+from mlops_recipes.core.model import build_model, check_training_features
 from mlops_recipes.core.request_features import MODEL_FEATURES
 from mlops_recipes.io import tracking
 from mlops_recipes.io.files import file_digest, write_json
@@ -45,6 +45,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     train_path = settings.dataset_dir / "train.parquet"
     train = pd.read_parquet(train_path)
     features = train[list(MODEL_FEATURES)].astype("float64")
+    check_training_features(features)
     labels = train[LABEL].to_numpy()
     if params.train.shuffle_labels:
         labels = np.random.default_rng(params.train.seed).permutation(labels)

@@ -20,7 +20,9 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     try:
         valid, summary = validate_transactions(frame, params.validate_)
     except DataValidationError as error:
-        write_json({"status": "failed", "source": str(settings.raw_transactions), "failures": error.failures}, report_path)
+        write_json(
+            {"status": "failed", "source": str(settings.raw_transactions), "failures": error.failures}, report_path
+        )
         settings.validated_transactions.unlink(missing_ok=True)  # never leave stale data that looks valid
         raise
     write_parquet(valid, settings.validated_transactions)

@@ -1,0 +1,71 @@
+# mlops-recipes task runner: the one vocabulary shared by people, git hooks and CI.
+# `make help` lists the targets. Only Python 3.11+, git and make are needed: uv is fetched into .tools/
+# (a private venv, the system Python stays untouched) when it is not on the PATH.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+endif
+RUN := $(UV) run --locked --no-sync
+
+PYTEST_ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.tools/bin/uv:
+	@echo "uv not found on PATH: installing it into .tools/ (a private virtualenv)"
+	@python3 -m venv .tools || { echo "error: 'python3 -m venv' failed; install your OS package for venv (e.g. python3-venv) or uv itself"; exit 1; }
+	@.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+.PHONY: install
+install: $(UV) ## Install the locked environment (.venv) with uv
+	@$(UV) sync --locked
+
+.PHONY: run
+run: install ## Run the whole pipeline (dvc repro) on embedded defaults, then show the champion
+	@$(RUN) dvc repro
+	@$(RUN) mlops status
+
+.PHONY: test
+test: install ## Run the test suite: unit, then integration (what CI runs)
+	@$(RUN) pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: install ## Run only the fast unit tests
+	@$(RUN) pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## Lint (ruff), check formatting and types (mypy --strict)
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+	@$(RUN) mypy
+
+.PHONY: fmt
+fmt: install ## Format the code and apply safe lint fixes
+	@$(RUN) ruff format .
+	@$(RUN) ruff check --fix .
+
+.PHONY: status
+status: install ## Show champion and challenger with their holdout metrics
+	@$(RUN) mlops status
+
+.PHONY: mlflow-ui
+mlflow-ui: install ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
+	@$(RUN) mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port 5000
+
+.PHONY: bench
+bench: install ## Run the pipeline benchmarks (cold run, no-op repro, 1x and 10x data)
+	@$(RUN) python bench/pipeline.py
+
+.PHONY: clean
+clean: ## Remove generated data, stores, reports and caches (keeps .venv and the DVC remote)
+	rm -rf data artifacts metrics plots reports dvc_plots mlflow.db mlruns mlartifacts
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'

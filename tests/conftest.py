@@ -1,0 +1,102 @@
+"""Fixtures shared by every test: tiny parameters and a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+# What a project copy needs: the pipeline definition, its params, the feature repo and the code DVC hashes.
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "feature_repo", "src", ".dvc/config")
+
+# Small enough to run the whole pipeline in seconds (after imports), big enough for both classes everywhere.
+TINY_PARAMS: dict[str, Any] = {
+    "data": {"n_customers": 300, "n_merchants": 40, "days": 21, "seed": 7},
+    "validate": {"min_rows": 500},
+    "split": {"holdout_days": 5, "gap_hours": 12},
+    "train": {"hist_gradient_boosting": {"max_iter": 60}},
+    "register": {"floor": 0.2},
+}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """Environment for running the project's tools in ``root``: our venv first, no inherited MLflow/Feast set-up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "FEAST_"))}
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env["MLOPS_PROJECT_ROOT"] = str(root)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
+    return env
+
+
+class Project:
+    """A copy of the template in a temporary git repository, driven through its real commands."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = project_env(root)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run a command in the project; on unexpected failure show its output."""
+        result = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def write_params(self, override: dict[str, Any]) -> None:
+        """Write ``params.yaml``: the repo's defaults, then ``override``."""
+        defaults = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+        (self.root / "params.yaml").write_text(yaml.safe_dump(merge(defaults, override), sort_keys=False))
+
+    def commit(self, message: str) -> None:
+        """Commit everything (DVC experiments need a commit)."""
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+
+
+def make_project(root: Path, params: dict[str, Any]) -> Project:
+    """Copy the template into ``root``, apply ``params`` and make it a git repository with one commit."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "data"))
+        else:
+            shutil.copy2(source, target)
+    (root / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    project = Project(root)
+    project.write_params(params)
+    project.run("git", "init", "-q", "-b", "main")
+    project.commit("template copy")
+    return project
+
+
+@pytest.fixture(scope="session")
+def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, dict[str, Any]], Project]:
+    """Build a fresh project copy with tiny params plus overrides."""
+
+    def build(name: str, override: dict[str, Any]) -> Project:
+        return make_project(tmp_path_factory.mktemp(name), merge(TINY_PARAMS, override))
+
+    return build

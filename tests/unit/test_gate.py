@@ -1,0 +1,69 @@
+"""core/gate.py: the promotion decision table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mlops_recipes.core.gate import GateDecision, decide
+
+pytestmark = pytest.mark.unit
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("candidate", "floor", "margin", "champion", "promote", "mentions"),
+    [
+        pytest.param(0.29, 0.3, 0.0, None, False, ["0.2900", "below the floor 0.3000"], id="below-floor"),
+        pytest.param(0.29, 0.3, 0.0, 0.1, False, ["0.2900", "0.3000"], id="below-floor-even-if-beats-champion"),
+        pytest.param(0.3, 0.3, 0.0, None, True, ["0.3000", "clears the floor"], id="at-floor-exactly"),
+        pytest.param(0.5, 0.3, 0.0, None, True, ["0.5000", "no champion"], id="first-model"),
+        pytest.param(0.6, 0.3, 0.05, 0.5, True, ["0.6000", "0.5000", "+0.0500"], id="beats-champion-by-margin"),
+        pytest.param(0.5, 0.3, 0.0, 0.5, True, ["beats champion", "0.5000"], id="equal-with-zero-margin"),
+        pytest.param(0.52, 0.3, 0.05, 0.5, False, ["0.5000", "+0.0500", "needs 0.5500"], id="short-of-margin"),
+        pytest.param(0.45, 0.3, 0.0, 0.5, False, ["0.4500", "0.5000"], id="worse-than-champion"),
+        pytest.param(NAN, 0.3, 0.0, None, False, ["NaN"], id="nan-candidate"),
+        pytest.param(NAN, 0.0, 0.0, 0.5, False, ["NaN"], id="nan-candidate-zero-floor"),
+        pytest.param(0.4, 0.3, 0.0, NAN, True, ["no champion"], id="nan-champion-is-none"),
+        pytest.param(0.48, 0.3, -0.05, 0.5, True, ["0.5000", "-0.0500"], id="negative-margin-tolerates-a-dip"),
+        pytest.param(0.44, 0.3, -0.05, 0.5, False, ["needs 0.4500"], id="negative-margin-has-limits"),
+    ],
+)
+def test_decision_table(
+    candidate: float, floor: float, margin: float, champion: float | None, promote: bool, mentions: list[str]
+) -> None:
+    decision = decide(
+        metric="pr_auc", candidate_score=candidate, floor=floor, min_improvement=margin, champion_score=champion
+    )
+
+    assert decision.promote is promote
+    text = " | ".join(decision.reasons)
+    assert "pr_auc" in text
+    for fragment in mentions:
+        assert fragment in text
+
+
+def test_decision_records_its_inputs() -> None:
+    decision = decide(metric="roc_auc", candidate_score=0.8, floor=0.5, min_improvement=0.01, champion_score=0.7)
+
+    assert (decision.metric, decision.candidate_score, decision.champion_score) == ("roc_auc", 0.8, 0.7)
+
+
+def test_as_dict_is_json_ready() -> None:
+    decision = decide(metric="pr_auc", candidate_score=0.6, floor=0.3, min_improvement=0.0, champion_score=None)
+
+    document = decision.as_dict()
+
+    assert document["promote"] is True
+    assert isinstance(document["reasons"], list)
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_decision_is_immutable() -> None:
+    decision = GateDecision(True, ("ok",), "pr_auc", 0.5, None)
+
+    with pytest.raises(AttributeError):
+        decision.promote = False  # type: ignore[misc]
