@@ -27,7 +27,7 @@ install: $(UV) ## Install the locked environment (.venv) with uv
 .PHONY: run
 run: install ## Run the whole pipeline (dvc repro) on embedded defaults, then show the champion
 	@$(RUN) dvc repro
-	@$(RUN) mlops status
+	@$(RUN) mlops summary
 
 .PHONY: test
 test: install ## Run the test suite: unit, then integration (what CI runs)

@@ -11,6 +11,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from mlops_recipes.io.files import read_json
 from mlops_recipes.params import ParamsError, json_schema, load_params
 from mlops_recipes.settings import Settings
 
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         commands.add_parser(stage, help=f"run the {stage} stage")
     commands.add_parser("run", help="run every stage in order, in this process")
+    commands.add_parser("summary", help="the last register stage's outcome, from reports/ (no registry call)")
     status = commands.add_parser("status", help="champion and challenger with their holdout metrics")
     status.add_argument("--json", action="store_true", help="print JSON")
     promote = commands.add_parser("promote", help="promote a model version to champion (gated)")
@@ -48,20 +50,39 @@ def _print(document: Any) -> None:
     print(json.dumps(document, indent=2, default=str))  # noqa: T201 - the CLI's output
 
 
+def _format_version(alias: str, entry: dict[str, Any] | None) -> list[str]:
+    if entry is None:
+        return [f"{alias}: none"]
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items() if k != "rows")
+    return [
+        f"{alias}: v{entry['version']} (run {entry['run_id']}, features {entry['feature_service']})",
+        f"  holdout: {metrics or 'no metrics'}",
+    ]
+
+
 def _format_status(status: dict[str, Any]) -> str:
     lines = [f"model: {status['model_name']}"]
     for alias in ("champion", "challenger"):
-        entry = status[alias]
-        if entry is None:
-            lines.append(f"{alias}: none")
-            continue
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items() if k not in {"rows"})
-        lines.append(f"{alias}: v{entry['version']} (run {entry['run_id']}, features {entry['feature_service']})")
-        lines.append(f"  holdout: {metrics or 'no metrics'}")
+        lines += _format_version(alias, status[alias])
+    return "\n".join(lines)
+
+
+def _format_summary(report: dict[str, Any]) -> str:
+    decision = report["decision"]
+    verdict = "promoted" if decision["promote"] else "rejected"
+    lines = [
+        f"model: {report['model_name']}",
+        f"candidate v{report['candidate_version']}: {verdict} ({'; '.join(decision['reasons'])})",
+        *_format_version("champion", report.get("champion")),
+        "(as of the last register stage; `mlops status` asks the registry)",
+    ]
     return "\n".join(lines)
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "summary":
+        print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
+        return 0
     if args.command == "params" and args.schema:
         _print(json_schema())
         return 0

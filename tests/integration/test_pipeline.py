@@ -60,6 +60,10 @@ def test_first_repro_runs_every_stage_and_promotes_a_champion(project: Any) -> N
     assert champion["metrics"]["pr_auc"] == pytest.approx(read_json(project.root / "metrics/holdout.json")["pr_auc"])
     assert champion["feature_service"] == "fraud_model_v1"
     assert current["challenger"]["version"] == champion["version"]
+    # What `make run` prints, from the report alone (no registry call).
+    summary = project.run("mlops", "summary").stdout
+    assert f"champion: v{champion['version']}" in summary
+    assert f"pr_auc={champion['metrics']['pr_auc']:.4f}" in summary
 
 
 def test_training_set_has_one_row_per_labelled_event(project: Any) -> None:
@@ -111,6 +115,20 @@ def test_second_repro_is_a_no_op(project: Any) -> None:
     assert stages_run(result.stdout) == set()
     assert "Data and pipelines are up to date" in result.stdout
     assert "changed" not in project.run("dvc", "status").stdout
+
+
+def test_data_round_trips_through_the_local_dvc_remote(project: Any) -> None:
+    raw = project.root / "data/raw/transactions.parquet"
+    content = raw.read_bytes()
+    project.run("dvc", "push")
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/raw/transactions.parquet")
+    cached = project.root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    assert (project.root / "dvc-remote/files/md5" / md5[:2] / md5[2:]).is_file()
+    raw.unlink()
+    cached.unlink()  # only the remote has it now
+    project.run("dvc", "pull", "data/raw/transactions.parquet")
+    assert raw.read_bytes() == content
 
 
 def test_experiment_reruns_only_what_depends_on_the_changed_param(project: Any) -> None:

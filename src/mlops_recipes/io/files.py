@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~1 s to import; `mlops summary` reads JSON only
+    import pandas as pd
 
 _TIMESTAMP_COLUMNS = ("event_timestamp", "account_created_at")
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a user's Parquet or CSV file; timestamp columns are parsed as UTC."""
+    import pandas as pd
+
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()

@@ -108,6 +108,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "run_id": trained["run_id"],
         "champion_before": before,
         "champion_after": str(after.version) if after is not None else None,
+        "champion": registry.describe(client, after),
         "decision": decision.as_dict(),
     }
     write_json(report, settings.path(settings.reports_dir) / "promotion.json")
