@@ -22,7 +22,7 @@ PORT ?= 8000
 
 .PHONY: install
 install: $(UV) ## Install the locked environment (.venv) with uv
-	@$(UV) sync --locked
+	@$(UV) sync --locked --quiet
 
 .PHONY: run
 run: install ## Run the whole pipeline (dvc repro) on embedded defaults, then show the champion

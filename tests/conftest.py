@@ -16,7 +16,16 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 # What a project copy needs: the pipeline definition, its params, the feature repo and the code DVC hashes.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "feature_repo", "src", ".dvc/config")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "feature_repo",
+    "src",
+    "incoming",
+    ".dvc/config",
+)
 
 # Small enough to run the whole pipeline in seconds (after imports), big enough for both classes everywhere.
 TINY_PARAMS: dict[str, Any] = {
@@ -70,7 +79,7 @@ class Project:
     def commit(self, message: str) -> None:
         """Commit everything (DVC experiments need a commit)."""
         self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "-m", message)
+        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
 
 
 def make_project(root: Path, params: dict[str, Any]) -> Project:

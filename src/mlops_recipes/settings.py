@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
     # The files the stages exchange; dvc.yaml names the same paths as deps and outs.
     @property
+    def incoming_dir(self) -> Path:
+        """Where users drop their own data; the ingest stage depends on this folder."""
+        return self.path("incoming")
+
+    @property
     def raw_transactions(self) -> Path:
         """Raw events as ingested (generated or the user's file, normalised to Parquet)."""
         return self.path(self.data_dir) / "raw" / "transactions.parquet"

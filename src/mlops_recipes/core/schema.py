@@ -27,9 +27,10 @@ class DataValidationError(ValueError):
         self.failures = failures
         lines = [f"{len(failures)} schema check(s) failed:"]
         for failure in failures:
+            shown = f" -> {failure['examples']}" if failure["examples"] else ""
             lines.append(
                 f"  column {failure['column']!r}, check {failure['check']!r}: "
-                f"{failure['count']} failing value(s), e.g. rows {failure['rows']} -> {failure['examples']}"
+                f"{failure['count']} failing row(s), e.g. rows {failure['rows']}{shown}"
             )
         super().__init__("\n".join(lines))
 
@@ -86,7 +87,8 @@ def validate_transactions(frame: pd.DataFrame, params: ValidateParams) -> tuple[
     try:
         valid = schema.validate(frame, lazy=True)
     except SchemaErrors as error:
-        raise DataValidationError(_failures(error.failure_cases)) from None
+        table_checks = {str(check.name) for check in schema.checks}
+        raise DataValidationError(_failures(error.failure_cases, table_checks)) from None
     summary = ValidationSummary(
         rows=len(valid),
         fraud_rate=float(valid["is_fraud"].mean()),
@@ -99,7 +101,10 @@ def validate_transactions(frame: pd.DataFrame, params: ValidateParams) -> tuple[
     return valid, summary
 
 
-def _failures(cases: pd.DataFrame) -> list[dict[str, Any]]:
+def _failures(cases: pd.DataFrame, table_checks: set[str]) -> list[dict[str, Any]]:
+    # A table-wide check fails once per row, but pandera reports it once per column of that row.
+    cases = cases.assign(column=cases["column"].where(~cases["check"].isin(table_checks), None))
+    cases = cases.drop_duplicates(["column", "check", "index"])
     failures = []
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
         examples = group.head(_EXAMPLES_PER_CHECK)
@@ -109,7 +114,8 @@ def _failures(cases: pd.DataFrame) -> list[dict[str, Any]]:
                 "check": str(check),
                 "count": len(group),
                 "rows": [None if pd.isna(i) else int(i) for i in examples["index"]],
-                "examples": [None if pd.isna(v) else str(v) for v in examples["failure_case"]],
+                # A table-wide check has no single failing value; the rows say where to look.
+                "examples": [] if check in table_checks else [str(v) for v in examples["failure_case"]],
             }
         )
     return failures

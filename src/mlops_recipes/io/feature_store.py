@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from mlops_recipes.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
 
@@ -129,17 +128,30 @@ def feature_references(store: FeatureStore, service_name: str) -> list[str]:
     ]
 
 
-def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service_name: str) -> pd.DataFrame:
+# Entity rows per point-in-time join. Feast's DuckDB join pairs each entity row with every feature row of the
+# same key inside the TTL before picking the latest, so memory grows with rows x history; bounded chunks keep
+# the 10x data set at about the memory of the 1x one (see docs/benchmarks.md).
+HISTORICAL_CHUNK_ROWS = 200_000
+
+
+def historical_features(
+    store: FeatureStore, entity_df: pd.DataFrame, service_name: str, *, chunk_rows: int = HISTORICAL_CHUNK_ROWS
+) -> pd.DataFrame:
     """Point-in-time join of the service's features onto ``entity_df`` (one row out per row in)."""
+    import pandas as pd
+
     service = store.get_feature_service(service_name)
-    job = store.get_historical_features(entity_df=entity_df, features=service)
-    frame: pd.DataFrame = job.to_df()
-    if len(frame) != len(entity_df):
-        raise FeatureStoreError(
-            f"point-in-time join returned {len(frame)} rows for {len(entity_df)} entity rows; "
-            "the offline store dropped or duplicated rows"
-        )
-    return frame
+    parts = []
+    for start in range(0, len(entity_df), chunk_rows):
+        chunk = entity_df.iloc[start : start + chunk_rows]
+        part: pd.DataFrame = store.get_historical_features(entity_df=chunk, features=service).to_df()
+        if len(part) != len(chunk):
+            raise FeatureStoreError(
+                f"point-in-time join returned {len(part)} rows for {len(chunk)} entity rows; "
+                "the offline store dropped or duplicated rows"
+            )
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else entity_df.iloc[0:0]
 
 
 def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service_name: str) -> dict[str, list[Any]]:

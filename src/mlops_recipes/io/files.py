@@ -34,6 +34,15 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read a table an earlier stage wrote, or explain which stage to run."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+    return pd.read_parquet(path)
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` atomically (a half-written file never replaces a good one)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pandas as pd
 from mlops_recipes.core.request_features import MODEL_FEATURES, request_features
 from mlops_recipes.core.split import time_split
 from mlops_recipes.io import feature_store
-from mlops_recipes.io.files import write_json, write_parquet
+from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 
@@ -35,7 +35,7 @@ def build_training_frame(store: Any, transactions: pd.DataFrame, service: str) -
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``data/dataset/{train,holdout}.parquet``."""
-    transactions = pd.read_parquet(settings.validated_transactions)
+    transactions = read_parquet(settings.validated_transactions)
     store = feature_store.open_store(settings)
     frame = build_training_frame(store, transactions, params.features.service)
     train, holdout = time_split(frame, holdout_days=params.split.holdout_days, gap_hours=params.split.gap_hours)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from mlops_recipes.core.metrics import curves, holdout_metrics
 from mlops_recipes.io import tracking
-from mlops_recipes.io.files import read_json, write_json
+from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.io.registry import METRIC_PREFIX
 from mlops_recipes.params import EvaluateParams, Params
 from mlops_recipes.settings import Settings
@@ -48,7 +48,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     import mlflow
 
     trained = read_json(settings.train_run_file)
-    holdout = pd.read_parquet(settings.dataset_dir / "holdout.parquet")
+    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
     tracking.configure(settings)
     scores = score_holdout(trained["model_uri"], holdout)
     metrics = compute(holdout, scores, params.evaluate)

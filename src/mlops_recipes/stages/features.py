@@ -10,14 +10,14 @@ import pandas as pd
 
 from mlops_recipes.core.aggregates import customer_stats, merchant_stats
 from mlops_recipes.io import feature_store
-from mlops_recipes.io.files import write_json, write_parquet
+from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``data/features/*.parquet``, register them in Feast and load the latest rows online."""
-    transactions = pd.read_parquet(settings.validated_transactions)
+    transactions = read_parquet(settings.validated_transactions)
     tables = {
         "customer_stats": customer_stats(transactions),
         "merchant_stats": merchant_stats(transactions, prior_weight=params.features.merchant_rate_prior_weight),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mlops_recipes.core.generator import generate_transactions
 from mlops_recipes.io.files import read_table, write_parquet
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
@@ -18,6 +21,8 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         origin = f"synthetic(seed={data.seed})"
     else:
         source = settings.path(data.path or "")  # DataParams guarantees a path for file sources
+        if not source.resolve().is_relative_to(settings.incoming_dir.resolve()):
+            _log.warning("%s is outside %s: DVC will not notice when it changes", source, settings.incoming_dir)
         frame = read_table(source)
         origin = str(source)
     write_parquet(frame, settings.raw_transactions)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from mlops_recipes.core.gate import GateDecision, decide
 from mlops_recipes.io import registry, tracking
-from mlops_recipes.io.files import read_json, write_json
+from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 from mlops_recipes.stages import evaluate
@@ -80,7 +80,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Register, alias ``challenger``, gate, maybe promote; write ``reports/promotion.json``."""
     trained = read_json(settings.train_run_file)
     metrics = read_json(settings.holdout_metrics_file)
-    holdout = pd.read_parquet(settings.dataset_dir / "holdout.parquet")
+    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
     client = tracking.configure(settings)
     tags = {
         "feature_service": trained["feature_service"],
@@ -121,7 +121,7 @@ def promote(settings: Settings, params: Params, *, version: str, force: bool) ->
     """Manually promote ``version``: still gated on the current holdout unless ``force``."""
     client = tracking.configure(settings)
     registry.get_version(client, settings.model_name, version)
-    holdout = pd.read_parquet(settings.dataset_dir / "holdout.parquet")
+    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
     uri = f"models:/{settings.model_name}/{version}"
     score = evaluate.compute(holdout, evaluate.score_holdout(uri, holdout), params.evaluate)[params.register_.metric]
     if force:

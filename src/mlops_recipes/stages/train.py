@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mlops_recipes.core.model import build_model, check_training_features
 from mlops_recipes.core.request_features import MODEL_FEATURES
 from mlops_recipes.io import tracking
-from mlops_recipes.io.files import file_digest, write_json
+from mlops_recipes.io.files import file_digest, read_parquet, write_json
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 from mlops_recipes.stages.dataset import LABEL
@@ -43,7 +42,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     from sklearn.metrics import average_precision_score
 
     train_path = settings.dataset_dir / "train.parquet"
-    train = pd.read_parquet(train_path)
+    train = read_parquet(train_path)
     features = train[list(MODEL_FEATURES)].astype("float64")
     check_training_features(features)
     labels = train[LABEL].to_numpy()

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import pandas as pd
-
 from mlops_recipes.core.schema import DataValidationError, validate_transactions
-from mlops_recipes.io.files import write_json, write_parquet
+from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 
@@ -16,7 +14,7 @@ from mlops_recipes.settings import Settings
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Validate the raw transactions; write them to ``data/validated/`` only if they pass."""
     report_path = settings.path(settings.reports_dir) / "validation.json"
-    frame = pd.read_parquet(settings.raw_transactions)
+    frame = read_parquet(settings.raw_transactions)
     try:
         valid, summary = validate_transactions(frame, params.validate_)
     except DataValidationError as error:
