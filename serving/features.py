@@ -1,0 +1,54 @@
+"""Online features for scoring: one Feast lookup per request (or batch) through the model's feature service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlops_recipes.io.feature_store import open_store
+from mlops_recipes.settings import Settings
+
+_log = logging.getLogger("serving.features")
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store could not be read; the request gets 503 and the next one tries again."""
+
+
+class OnlineFeatures:
+    """A Feast store opened once per process, read with ``get_online_features``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._store: Any = None
+        self._services: dict[str, Any] = {}
+
+    def _open(self) -> Any:
+        if self._store is None:
+            self._store = open_store(self._settings)
+        return self._store
+
+    def lookup(self, service_name: str, entity_rows: list[dict[str, int]]) -> dict[str, list[Any]]:
+        """Feature values per entity row (None where the store has nothing), keyed by feature name."""
+        try:
+            store = self._open()
+            service = self._services.get(service_name)
+            if service is None:
+                service = self._services[service_name] = store.get_feature_service(service_name)
+            result: dict[str, list[Any]] = store.get_online_features(
+                features=service, entity_rows=entity_rows
+            ).to_dict()
+        except Exception as error:
+            # Forget cached handles: a store that comes back may need a fresh connection or registry read.
+            self._services.clear()
+            raise FeatureStoreUnavailable(
+                f"online feature store unavailable: {type(error).__name__}: {error}"
+            ) from error
+        return result
+
+    def warm_up(self, service_name: str) -> None:
+        """Pay the first-call cost (registry load, connections) before traffic arrives."""
+        try:
+            self.lookup(service_name, [{"customer_id": 0, "merchant_id": 0}])
+        except FeatureStoreUnavailable as error:
+            _log.warning("feature store warm-up failed (will retry on requests): %s", error)

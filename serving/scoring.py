@@ -1,0 +1,86 @@
+"""Scoring: online features + request fields → the shared request-time transformation → the model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
+from mlops_recipes.core.request_features import STORED_FEATURES, request_features
+from serving.features import OnlineFeatures
+from serving.metrics import ServiceMetrics
+from serving.model import LoadedModel
+from serving.schemas import Prediction, Transaction
+
+
+def _as_float_column(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def model_matrix(
+    stored: dict[str, list[Any]], transactions: Sequence[Transaction], features: Sequence[str], *, now: float
+) -> np.ndarray:
+    """The model's input rows: stored features and request fields through ``request_features``."""
+    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in STORED_FEATURES}
+    columns["amount"] = np.array([t.amount for t in transactions], dtype=np.float64)
+    columns["channel"] = np.array([t.channel for t in transactions])
+    columns["event_timestamp"] = np.array(
+        [now if t.event_timestamp is None else _epoch(t.event_timestamp) for t in transactions], dtype=np.float64
+    )
+    inputs = request_features(columns)
+    return np.column_stack([inputs[name] for name in features])
+
+
+def _epoch(value: dt.datetime) -> float:
+    if value.tzinfo is None:  # naive timestamps are UTC, as everywhere in the pipeline
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def score(
+    transactions: Sequence[Transaction],
+    *,
+    model: LoadedModel,
+    features: OnlineFeatures,
+    threshold: float,
+    metrics: ServiceMetrics,
+) -> list[Prediction]:
+    """Score ``transactions`` with ``model``; count what was missing."""
+    started = time.perf_counter()
+    stored = features.lookup(
+        model.feature_service, [{"customer_id": t.customer_id, "merchant_id": t.merchant_id} for t in transactions]
+    )
+    metrics.feature_lookup_latency.observe(time.perf_counter() - started)
+    matrix = model_matrix(stored, transactions, model.features, now=time.time())
+
+    started = time.perf_counter()
+    probabilities = model.predict(matrix)
+    metrics.inference_latency.observe(time.perf_counter() - started)
+
+    predictions = []
+    for row, probability in enumerate(probabilities.tolist()):
+        missing = [name for name in STORED_FEATURES if stored[name][row] is None]
+        for name in missing:
+            metrics.missing_features.labels(name).inc()
+        if all(stored[name][row] is None for name in CUSTOMER_FEATURES):
+            metrics.unknown_entities.labels("customer").inc()
+        if all(stored[name][row] is None for name in MERCHANT_FEATURES):
+            metrics.unknown_entities.labels("merchant").inc()
+        is_fraud = probability >= threshold
+        metrics.scores.labels(model.version).observe(probability)
+        metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
+        predictions.append(
+            Prediction(
+                fraud_probability=probability,
+                is_fraud=is_fraud,
+                threshold=threshold,
+                model_name=model.name,
+                model_version=model.version,
+                missing_features=missing,
+            )
+        )
+    return predictions

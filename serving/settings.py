@@ -1,0 +1,30 @@
+"""Service settings from the environment (``SERVING_*``), validated once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """How the service runs. Where the stores are comes from :class:`mlops_recipes.settings.Settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore", frozen=True)
+
+    model_alias: str = Field(default="champion", pattern=r"^[A-Za-z0-9_-]+$")
+    poll_interval_s: float = Field(default=10.0, gt=0, description="How often the registry alias is checked.")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="Fraud decision threshold on the probability.")
+    max_batch: int = Field(default=256, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_s: float = Field(default=2.0, gt=0)
+    api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
+    log_level: str = "INFO"
+    json_logs: bool = True
+    metrics_enabled: bool = True
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_weak_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("SERVING_API_KEY must be at least 16 characters (or unset to disable auth)")
+        return value
