@@ -20,17 +20,27 @@ ID_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "event_timestamp")
 LOOKUP_OFFSET = pd.Timedelta(microseconds=1)
 
 
-def build_training_frame(store: Any, transactions: pd.DataFrame, service: str) -> pd.DataFrame:
-    """Join stored features point-in-time, then derive the request-time features: one row per transaction."""
-    entity_df = transactions[
-        ["transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount", "channel", LABEL]
-    ]
+def model_inputs_as_of(
+    store: Any, transactions: pd.DataFrame, service: str, *, extra_columns: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Stored features joined point in time, then the request-time features: one row per transaction.
+
+    Used for training (with the label as an extra column) and for batch scoring.
+    """
+    entity_columns = ["transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount", "channel"]
+    entity_df = transactions[[*entity_columns, *extra_columns]]
     entity_df = entity_df.assign(event_timestamp=entity_df["event_timestamp"] - LOOKUP_OFFSET)
     joined = feature_store.historical_features(store, entity_df, service)
     joined = joined.assign(event_timestamp=joined["event_timestamp"] + LOOKUP_OFFSET)
     joined = joined.sort_values("transaction_id", kind="stable").reset_index(drop=True)
     model_inputs = pd.DataFrame(request_features(joined), index=joined.index)
-    return pd.concat([joined[list(ID_COLUMNS)], model_inputs, joined[[LABEL]].astype("int64")], axis=1)
+    return pd.concat([joined[list(ID_COLUMNS)], model_inputs, joined[list(extra_columns)]], axis=1)
+
+
+def build_training_frame(store: Any, transactions: pd.DataFrame, service: str) -> pd.DataFrame:
+    """The labelled training frame: model inputs as of just before each transaction, plus the label."""
+    frame = model_inputs_as_of(store, transactions, service, extra_columns=(LABEL,))
+    return frame.assign(**{LABEL: frame[LABEL].astype("int64")})
 
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:

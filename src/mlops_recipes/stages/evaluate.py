@@ -28,7 +28,7 @@ def score_holdout(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
     if missing:
         raise KeyError(f"holdout lacks features the model {model_uri} needs: {missing}")
     model = mlflow.sklearn.load_model(model_uri)
-    return np.asarray(model.predict_proba(holdout[columns].astype("float64"))[:, 1])
+    return np.asarray(model.predict_proba(holdout[columns].to_numpy(dtype="float64"))[:, 1])
 
 
 def compute(holdout: pd.DataFrame, scores: np.ndarray, params: EvaluateParams) -> dict[str, float]:

@@ -64,14 +64,17 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         mlflow.log_params(
             _flatten("train", params.train.model_dump()) | _flatten("data", params.data.model_dump(mode="json"))
         )
-        model.fit(features, labels)
-        scores = model.predict_proba(features)[:, 1]
+        # Fitted on a plain matrix in MODEL_FEATURES order, the way every scorer calls it (serving, batch,
+        # evaluate): scikit-learn then never warns about column names on the hot path.
+        matrix = features.to_numpy()
+        model.fit(matrix, labels)
+        scores = model.predict_proba(matrix)[:, 1]
         mlflow.log_metrics({"train_pr_auc": float(average_precision_score(labels, scores)), "train_rows": len(train)})
         sample = features.head(200)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=infer_signature(sample, model.predict_proba(sample)[:, 1]),
+            signature=infer_signature(sample, model.predict_proba(sample.to_numpy())[:, 1]),
             input_example=features.head(3),
             pyfunc_predict_fn="predict_proba",
             pip_requirements=_requirements(),

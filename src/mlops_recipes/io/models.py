@@ -1,0 +1,88 @@
+"""Loading registered models for scoring, shared by the online service and batch scoring.
+
+The scoring path calls the scikit-learn estimator directly on a NumPy matrix in the column order of the
+model's MLflow signature: no pyfunc wrapper, no pandas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlops_recipes.core.request_features import MODEL_FEATURES
+from mlops_recipes.settings import Settings
+
+
+class ModelLoadError(RuntimeError):
+    """A model version could not be loaded or failed its warm-up."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model version, immutable: swapping replaces the whole object."""
+
+    name: str
+    version: str
+    run_id: str | None
+    feature_service: str
+    features: tuple[str, ...]
+    estimator: Any
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probabilities for rows of ``matrix`` (columns in ``features`` order)."""
+        return np.asarray(self.estimator.predict_proba(matrix)[:, 1], dtype=np.float64)
+
+
+def _client(settings: Settings) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
+
+
+def resolve_alias(settings: Settings, alias: str) -> str | None:
+    """The version of ``settings.model_name`` behind ``alias``, or None if there is none."""
+    from mlops_recipes.io.registry import alias_version
+
+    version = alias_version(_client(settings), settings.model_name, alias)
+    return None if version is None else str(version.version)
+
+
+def load_version(settings: Settings, version: str) -> LoadedModel:
+    """Load a version of ``settings.model_name`` and check it with a warm-up prediction."""
+    import mlflow
+
+    name = settings.model_name
+    uri = f"models:/{name}/{version}"
+    try:
+        meta = _client(settings).get_model_version(name, version)
+        mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+        mlflow.set_registry_uri(settings.resolved_registry_uri)
+        info = mlflow.models.get_model_info(uri)
+        estimator = mlflow.sklearn.load_model(uri)
+    except Exception as error:
+        raise ModelLoadError(f"cannot load {uri}: {error}") from error
+    if info.signature is None:
+        raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads")
+    features = tuple(info.signature.inputs.input_names())
+    unknown = sorted(set(features) - set(MODEL_FEATURES))
+    if unknown:
+        raise ModelLoadError(f"{uri} reads features this code cannot compute: {unknown}")
+    feature_service = meta.tags.get("feature_service")
+    if not feature_service:
+        raise ModelLoadError(f"{uri} has no feature_service tag: cannot tell which features to fetch")
+    model = LoadedModel(name, str(version), meta.run_id, feature_service, features, estimator)
+    warm = model.predict(np.full((1, len(features)), np.nan))  # an all-missing row: the worst case online
+    if warm.shape != (1,) or math.isnan(float(warm[0])) or not 0.0 <= float(warm[0]) <= 1.0:
+        raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})")
+    return model
+
+
+def load_alias(settings: Settings, alias: str) -> LoadedModel:
+    """Load the version behind ``alias`` (e.g. the champion), or explain that there is none."""
+    version = resolve_alias(settings, alias)
+    if version is None:
+        raise ModelLoadError(f"model {settings.model_name!r} has no {alias!r} version; run the pipeline first")
+    return load_version(settings, version)
