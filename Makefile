@@ -14,6 +14,7 @@ RUN := $(UV) run --locked --no-sync
 PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= 1
 
 .tools/bin/uv:
 	@echo "uv not found on PATH: installing it into .tools/ (a private virtualenv)"
@@ -48,6 +49,14 @@ fmt: install ## Format the code and apply safe lint fixes
 	@$(RUN) ruff format .
 	@$(RUN) ruff check --fix .
 
+.PHONY: serve
+serve: install ## Serve the champion on 127.0.0.1:8000 (HOST, PORT, WORKERS); API docs at /docs
+	@$(RUN) python -m serving --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+.PHONY: flows
+flows: install ## Local Prefect server (UI on 127.0.0.1:4200) + scheduled deployments + a process worker
+	@$(RUN) python -m flows.local
+
 .PHONY: status
 status: install ## Show champion and challenger with their holdout metrics
 	@$(RUN) mlops status
@@ -60,6 +69,10 @@ mlflow-ui: install ## Open the MLflow UI on the local store (http://127.0.0.1:50
 bench: install ## Run the pipeline benchmarks (cold run, no-op repro, 1x and 10x data)
 	@$(RUN) python bench/pipeline.py
 
+.PHONY: bench-serving
+bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
+	@$(RUN) python bench/serving.py
+
 .PHONY: clean
 clean: ## Remove generated data, stores, reports and caches (keeps .venv and the DVC remote)
 	rm -rf data artifacts metrics plots reports dvc_plots mlflow.db mlruns mlartifacts
@@ -68,4 +81,4 @@ clean: ## Remove generated data, stores, reports and caches (keeps .venv and the
 
 .PHONY: help
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'

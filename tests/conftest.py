@@ -24,6 +24,7 @@ PROJECT_FILES = (
     "feature_repo",
     "src",
     "incoming",
+    "flows",
     ".dvc/config",
 )
 
