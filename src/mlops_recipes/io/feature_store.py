@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +41,27 @@ class Definitions:
 
 def open_store(settings: Settings) -> FeatureStore:
     """The feature store configured by ``settings.feast_config`` in the feature repository."""
-    from feast import FeatureStore
-
     repo = settings.feature_repo_path
     config = repo / settings.feast_config
     if not config.is_file():
         raise FeatureStoreError(f"Feast configuration not found: {config}")
+    unset = unset_variables(config.read_text())
+    if unset:
+        # Feast would keep the literal ``${VAR}`` and fail later on a URL or a host it cannot parse.
+        raise FeatureStoreError(f"{config.name} needs environment variable(s) that are not set: {', '.join(unset)}")
+    from feast import FeatureStore
+
     return FeatureStore(repo_path=str(repo), fs_yaml_file=config)
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def unset_variables(config_text: str) -> list[str]:
+    """``${VAR}`` references of a Feast configuration (outside comment lines) that are unset or empty."""
+    lines = (line for line in config_text.splitlines() if not line.lstrip().startswith("#"))
+    names = {name for line in lines for name in _VARIABLE.findall(line)}
+    return sorted(name for name in names if not os.environ.get(name))
 
 
 def load_definitions(repo: Path) -> Definitions:
@@ -109,6 +125,12 @@ def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) ->
     data without a word.
     """
     store.materialize(start_date=start, end_date=end)
+
+
+def source_path(view: Any) -> str | None:
+    """The Parquet path behind a feature view's batch source, if it is a file source."""
+    path = getattr(view.batch_source, "path", None)
+    return str(path) if path else None
 
 
 def feature_references(store: FeatureStore, service_name: str) -> list[str]:

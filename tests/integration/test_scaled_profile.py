@@ -1,0 +1,389 @@
+"""The scaled profile, by configuration only: Redis online store, Feast registry on Postgres, MLflow server.
+
+Everything is real and on loopback: a fresh Postgres database per run for the Feast SQL registry and another
+for the MLflow backend store, a private ``redis-server`` on a free port (the machine's shared Redis is never
+touched), and ``mlflow server`` proxying artifacts into a temporary folder. The project copy, its pipeline
+and the service are the same as in the embedded profile; only environment variables differ.
+
+Needs PostgreSQL (``MLOPS_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``, a
+role allowed to create databases) and ``redis-server`` on the PATH (``MLOPS_TEST_REDIS_SERVER`` to point
+elsewhere). Without them the fixtures fail with a message saying so: they never skip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(sys.executable).parent
+POSTGRES_URL = os.environ.get("MLOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MODEL_NAME = "fraud-detector"
+PROJECT = "fraud_detection"  # the Feast project of feature_repo/
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def database_url(name: str, *, driver: str = "postgresql") -> str:
+    """``POSTGRES_URL`` pointed at database ``name`` (and the SQLAlchemy ``driver`` scheme)."""
+    base, _, _ = POSTGRES_URL.partition("://")[2].rpartition("/")
+    return f"{driver}://{base}/{name}"
+
+
+def admin(sql: str, *, database: str | None = None) -> list[tuple[Any, ...]]:
+    """Run one statement on the server (autocommit: CREATE/DROP DATABASE cannot run in a transaction)."""
+    import psycopg
+
+    url = database_url(database) if database else POSTGRES_URL
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            cursor = connection.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"the scaled-profile tests need PostgreSQL at {POSTGRES_URL} (set MLOPS_TEST_POSTGRES_URL): {error}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def make_database() -> Iterator[Callable[[str], str]]:
+    """Create uniquely named databases (``mlops_test_<purpose>_<random>``); all are dropped at teardown."""
+    created: list[str] = []
+
+    def make(purpose: str) -> str:
+        name = f"mlops_test_{purpose}_{secrets.token_hex(4)}"
+        admin(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class RedisServer:
+    """A private, non-persistent ``redis-server`` on a loopback port; it can be killed and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which(os.environ.get("MLOPS_TEST_REDIS_SERVER") or "redis-server")
+        if binary is None:
+            pytest.fail(
+                "the scaled-profile tests need redis-server on the PATH (apt install redis-server, "
+                "or set MLOPS_TEST_REDIS_SERVER to the binary)",
+                pytrace=False,
+            )
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start on ``self.port`` and wait until it answers PING."""
+        import redis
+
+        log = (self.workdir / f"redis-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self.logs()}", pytrace=False)
+            try:
+                if redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, retry=None).ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        pytest.fail(f"redis-server did not answer on port {self.port} within 10 s:\n{self.logs()}", pytrace=False)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown handshake with the clients."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.workdir.glob(f"redis-{self.port}.log"))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+class MlflowServer:
+    """``mlflow server`` with a Postgres backend store, proxying artifacts into a local folder."""
+
+    def __init__(self, backend_store_uri: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.artifacts = workdir / "artifacts"
+        self.log_path = workdir / "mlflow-server.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(BIN_DIR / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend_store_uri,
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                # The allowed hosts replace MLflow's defaults and are compared with the whole Host header,
+                # port included: "127.0.0.1" alone gets every API call a 403 "Invalid Host header".
+                "--allowed-hosts",
+                f"127.0.0.1:{self.port},localhost:{self.port}",
+            ],
+            cwd=workdir,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+                # MLflow 3 starts a job runner with seven huey consumers by default (GenAI jobs, unused here):
+                # without it the server is ready in ~9 s instead of ~26 s, with 0.5 GB instead of 1.6 GB.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the REST API answers (``/health`` alone is exempt from the Host header check)."""
+        deadline = time.monotonic() + timeout
+        probe = f"{self.url}/api/2.0/mlflow/experiments/search?max_results=1"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.process.returncode}:\n{self.logs()}", pytrace=False)
+            try:
+                response = httpx.get(probe, timeout=2.0)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            if response.status_code == 200:
+                return
+            pytest.fail(f"mlflow server answers {response.status_code}: {response.text}\n{self.logs()}")
+        pytest.fail(f"mlflow server not ready within {timeout} s:\n{self.logs()}", pytrace=False)
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s: its stores are thrown away anyway."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_database(make_database: Callable[[str], str]) -> str:
+    return make_database("mlflow")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(mlflow_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """Started here, waited for by whoever needs it: its start-up overlaps the first pipeline stages."""
+    server = MlflowServer(database_url(mlflow_database, driver="postgresql+psycopg"), tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def feast_database(make_database: Callable[[str], str]) -> str:
+    return make_database("feast")
+
+
+@pytest.fixture(scope="module")
+def scaled_env(feast_database: str, redis_server: RedisServer, mlflow_server: MlflowServer) -> dict[str, str]:
+    """The scaled profile: what a deployment sets, and nothing else."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "FEAST_CONFIG": "feature_store.scaled.yaml",
+        # psycopg 3 is the driver Feast installs (and SQLAlchemy 2.1's default); +psycopg2 is not installed.
+        "FEAST_REGISTRY_URL": database_url(feast_database, driver="postgresql+psycopg"),
+        # Feast's format: host:port[,key=value...], no redis:// scheme.
+        "FEAST_REDIS_CONNECTION": f"127.0.0.1:{redis_server.port}",
+    }
+
+
+@pytest.fixture(scope="module")
+def scaled_project(
+    project_factory: Callable[[str, dict[str, Any]], Any], scaled_env: dict[str, str], mlflow_server: MlflowServer
+) -> Any:
+    """A project copy after `dvc repro` in the scaled profile."""
+    project = project_factory("scaled", {})
+    project.env.update(scaled_env)
+    # The stages up to `features` need no MLflow: run them while the server is still starting.
+    project.run("dvc", "repro", "features")
+    mlflow_server.wait_ready()
+    project.run("dvc", "repro")
+    return project
+
+
+def test_champion_and_its_artifacts_are_on_the_tracking_server(
+    scaled_project: Any, mlflow_server: MlflowServer, mlflow_database: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    train_run = json.loads((scaled_project.root / "artifacts" / "train_run.json").read_text())
+
+    assert champion.version == "1"
+    assert champion.run_id == train_run["run_id"]
+    assert champion.tags["feature_service"] == "fraud_model_v1"
+    # The artifacts went through the server's proxy into its destination, not to a path of the client.
+    logged = client.get_logged_model(train_run["model_id"])
+    assert logged.artifact_location.startswith("mlflow-artifacts:"), logged.artifact_location
+    model_files = {p.name for p in mlflow_server.artifacts.rglob("*") if train_run["model_id"] in p.parts}
+    assert {"MLmodel", "model.skops"} <= model_files
+    # The server's backend store is the Postgres database, and nothing fell back to the embedded store.
+    assert admin("SELECT name FROM registered_models", database=mlflow_database) == [(MODEL_NAME,)]
+    assert not (scaled_project.root / "mlflow.db").exists()
+    assert not (scaled_project.root / "mlruns").exists()
+
+
+def test_features_are_in_redis_and_the_registry_in_postgres(
+    scaled_project: Any, redis_server: RedisServer, feast_database: str
+) -> None:
+    tables = scaled_project.root / "data" / "features"
+    customers = pd.read_parquet(tables / "customer_stats.parquet", columns=["customer_id"])["customer_id"]
+    merchants = pd.read_parquet(tables / "merchant_stats.parquet", columns=["merchant_id"])["merchant_id"]
+
+    # One hash per entity key (Feast suffixes each key with the project), the latest row of every entity.
+    keys = list(redis_server.client().scan_iter(count=1000))
+    assert len(keys) == customers.nunique() + merchants.nunique()
+    assert all(key.endswith(PROJECT.encode()) for key in keys)
+    registered = admin(
+        f"SELECT feature_view_name FROM feature_views WHERE project_id = '{PROJECT}' ORDER BY 1",  # noqa: S608
+        database=feast_database,
+    )
+    assert registered == [("customer_stats",), ("merchant_stats",)]
+    services = admin("SELECT feature_service_name FROM feature_services", database=feast_database)
+    assert services == [("fraud_model_v1",)]
+    # No embedded store was written next to the project.
+    assert not (scaled_project.root / "data" / "feast").exists()
+
+
+def known_transaction(project: Any) -> dict[str, Any]:
+    """The customer the features stage read back online, at a merchant with a row inside its 2-day TTL.
+
+    The time is fixed so that the same stored features give the same score.
+    """
+    report = json.loads((project.root / "reports" / "features.json").read_text())
+    merchants = pd.read_parquet(project.root / "data" / "features" / "merchant_stats.parquet")
+    merchant = int(merchants.sort_values(["event_timestamp", "merchant_id"]).iloc[-1]["merchant_id"])
+    return {
+        "customer_id": report["online_check"]["customer_id"],
+        "merchant_id": merchant,
+        "amount": 42.0,
+        "channel": "online",
+        "event_timestamp": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def test_service_scores_and_survives_the_online_store_going_down(
+    scaled_project: Any, scaled_env: dict[str, str], redis_server: RedisServer, start_service: Any
+) -> None:
+    from mlops_recipes.core.request_features import STORED_FEATURES
+
+    # A metrics directory of its own: one inherited from a test process that imported Feast may be shared.
+    metrics_dir = str(scaled_project.root / "prometheus")
+    service = start_service(scaled_project, env={**scaled_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir})
+    service.wait_ready()
+    transaction = known_transaction(scaled_project)
+
+    def predict() -> httpx.Response:
+        return httpx.post(service.url + "/predict", json=transaction, timeout=10)
+
+    scored = predict()
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["model_version"] == "1"
+    assert scored.json()["missing_features"] == []
+
+    # Redis crashes: a 503 naming the store, not a 500, nor a 504 (SERVING_REQUEST_TIMEOUT_S, 2 s) as when
+    # redis-py retried with backoff for ~10 s (the scaled profile's connection_string turns that off).
+    redis_server.kill()
+    down = predict()
+    assert down.status_code == 503, down.text
+    assert down.headers["retry-after"] == "1"
+    detail = down.json()["detail"]
+    assert detail.startswith("online feature store unavailable: ConnectionError"), detail
+    assert f"127.0.0.1:{redis_server.port}" in detail
+    assert service.process.poll() is None
+    assert httpx.get(service.url + "/v2/health/live", timeout=5).status_code == 200
+    assert "feature_store_errors_total 1.0" in httpx.get(service.url + "/metrics", timeout=5).text
+
+    # Redis is back but empty (no persistence): the service scores again, every stored feature missing.
+    redis_server.start()
+    empty = predict()
+    assert empty.status_code == 200, empty.text
+    assert sorted(empty.json()["missing_features"]) == sorted(STORED_FEATURES)
+
+    # Re-materialize: the same process serves complete features again, without a restart.
+    scaled_project.run("mlops", "features")
+    recovered = predict()
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["missing_features"] == []
+    assert recovered.json()["fraud_probability"] == pytest.approx(scored.json()["fraud_probability"])
+    assert service.process.poll() is None
+
+
+def test_unset_profile_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_recipes.io.feature_store import FeatureStoreError, open_store
+    from mlops_recipes.settings import Settings
+
+    monkeypatch.setenv("FEAST_CONFIG", "feature_store.scaled.yaml")
+    monkeypatch.setenv("FEAST_REGISTRY_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/unused")
+    monkeypatch.delenv("FEAST_REDIS_CONNECTION", raising=False)
+    monkeypatch.delenv("MLOPS_FEAST_CONFIG", raising=False)
+
+    # Feast would keep the literal "${FEAST_REDIS_CONNECTION}" and fail on it with KeyError: 'port'.
+    with pytest.raises(FeatureStoreError, match=r"feature_store\.scaled\.yaml needs .*: FEAST_REDIS_CONNECTION$"):
+        open_store(Settings(project_root=REPO_ROOT))
