@@ -69,6 +69,10 @@ mlflow-ui: install ## Open the MLflow UI on the local store (http://127.0.0.1:50
 bench: install ## Run the pipeline benchmarks (cold run, no-op repro, 1x and 10x data)
 	@$(RUN) python bench/pipeline.py
 
+.PHONY: bench-flows
+bench-flows: install ## Benchmark Prefect overhead on retrain and batch-scoring throughput
+	@$(RUN) python bench/flows.py
+
 .PHONY: bench-serving
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
 	@$(RUN) python bench/serving.py

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -59,9 +60,11 @@ class ServiceState:
     metrics: ServiceMetrics
     models: ModelManager
     features: OnlineFeatures
+    scoring_slots: asyncio.Semaphore
 
 
-def get_state(request: Request) -> ServiceState:
+# Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.
+async def get_state(request: Request) -> ServiceState:
     """The service state of the running app."""
     state: ServiceState = request.app.state.service
     return state
@@ -70,7 +73,7 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+async def require_api_key(request: Request, state: State) -> None:
     """Scoring routes need ``X-API-Key`` when ``SERVING_API_KEY`` is set."""
     expected = state.serving.api_key
     if expected is None:
@@ -85,18 +88,22 @@ Authorized = Depends(require_api_key)
 
 async def _scored(state: ServiceState, transactions: Sequence[Transaction]) -> tuple[LoadedModel, list[Prediction]]:
     model = state.models.require()  # read once: the whole request uses one model even if a swap happens now
-    try:
-        predictions = await asyncio.wait_for(
-            run_in_threadpool(
+
+    async def bounded() -> list[Prediction]:
+        # Scoring is CPU work under the GIL: more threads at once per process only contend (see docs/benchmarks).
+        # The slot is released when the timeout cancels the wait, so a stuck call cannot block the next ones.
+        async with state.scoring_slots:
+            return await run_in_threadpool(
                 score,
                 transactions,
                 model=model,
                 features=state.features,
                 threshold=state.serving.threshold,
                 metrics=state.metrics,
-            ),
-            timeout=state.serving.request_timeout_s,
-        )
+            )
+
+    try:
+        predictions = await asyncio.wait_for(bounded(), timeout=state.serving.request_timeout_s)
     except TimeoutError:
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"scoring took longer than {state.serving.request_timeout_s} s"
@@ -104,13 +111,40 @@ async def _scored(state: ServiceState, transactions: Sequence[Transaction]) -> t
     return model, predictions
 
 
+def _warm_up_features(state: ServiceState) -> Callable[[LoadedModel], None]:
+    """Warm-up of a new model's feature service, run before the model is swapped in.
+
+    Warming up after the swap would let the first requests to a model that just became ready (no champion at
+    start, then a promotion) pay for opening the store (seconds: ``import feast``) and time out with 504.
+    """
+
+    def warm_up(model: LoadedModel) -> None:
+        state.features.warm_up(model.feature_service)
+
+    return warm_up
+
+
+def _freeze_heap(*, collect: bool) -> None:
+    """Keep what is loaded now (libraries, model, store) out of the cyclic garbage collector's future passes.
+
+    A full collection walks every tracked object, ~470k once MLflow, Feast and scikit-learn are imported (~0.3 s),
+    and steady traffic triggers one every few seconds: that pause was the service's p99 (bench/serving.py).
+    After a swap, ``collect`` unfreezes and collects first so that the old model's cycles can go; at start-up
+    there is next to nothing to collect (tens of objects), not worth a full pass.
+    """
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
 async def _watch_registry(state: ServiceState) -> None:
-    """Poll the registry alias; load and swap in a new version in the background."""
+    """Poll the registry alias; load, warm up and swap in a new version in the background."""
     while True:
         await asyncio.sleep(state.serving.poll_interval_s)
         try:
-            if await run_in_threadpool(state.models.refresh) and state.models.current is not None:
-                await run_in_threadpool(state.features.warm_up, state.models.current.feature_service)
+            if await run_in_threadpool(state.models.refresh, _warm_up_features(state)):
+                _freeze_heap(collect=True)
         except Exception:  # the watcher must outlive any single failure
             _log.exception("model watcher iteration failed")
 
@@ -121,9 +155,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The service calls the estimator on NumPy rows in signature order; scikit-learn would warn on every call
     # that the array has no column names.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    await run_in_threadpool(state.models.refresh)
-    if state.models.current is not None:
-        await run_in_threadpool(state.features.warm_up, state.models.current.feature_service)
+    await run_in_threadpool(state.models.refresh, _warm_up_features(state))
+    _freeze_heap(collect=False)
     watcher = asyncio.create_task(_watch_registry(state))
     try:
         yield
@@ -145,6 +178,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         metrics=metrics,
         models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
         features=OnlineFeatures(settings),
+        scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
     )
     app = FastAPI(
         title="mlops-recipes fraud scoring",
@@ -196,12 +230,18 @@ def _routes(app: FastAPI) -> None:
         body, content_type = state.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/v2/health/live", response_model=ReadyState, tags=["v2"])
+    @app.get("/v2/health/live", response_model=ReadyState, response_model_exclude_none=True, tags=["v2"])
     async def live() -> ReadyState:
         """The process is up (it may not be ready)."""
         return ReadyState(live=True)
 
-    @app.get("/v2/health/ready", response_model=ReadyState, responses={503: {"model": ReadyState}}, tags=["v2"])
+    @app.get(
+        "/v2/health/ready",
+        response_model=ReadyState,
+        response_model_exclude_none=True,
+        responses={503: {"model": ReadyState}},
+        tags=["v2"],
+    )
     async def ready(state: State, response: Response) -> ReadyState:
         """Ready once a model is loaded."""
         is_ready = state.models.current is not None

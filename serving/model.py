@@ -1,79 +1,26 @@
 """The served model: resolve the registry alias, load, warm up, and hot-swap when the alias moves.
 
-The hot path calls the scikit-learn estimator directly on a NumPy matrix (no pyfunc, no pandas), in the
-column order of the model's MLflow signature.
+Loading and the model call live in :mod:`mlops_recipes.io.models` (batch scoring uses them too); this module
+adds the watcher's state: which version is served, which one was refused, and the metrics of each swap.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-import numpy as np
-
-from mlops_recipes.core.request_features import MODEL_FEATURES
+from mlops_recipes.io.models import LoadedModel, ModelLoadError, load_version, resolve_alias
 from mlops_recipes.settings import Settings
 from serving.metrics import ServiceMetrics
+
+__all__ = ["LoadedModel", "ModelLoadError", "ModelManager", "ModelNotReady"]
 
 _log = logging.getLogger("serving.model")
 
 
 class ModelNotReady(RuntimeError):
     """No model is loaded yet (none registered under the alias, or loading failed)."""
-
-
-class ModelLoadError(RuntimeError):
-    """A model version could not be loaded or failed its warm-up."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One loaded model version, immutable: swapping replaces the whole object."""
-
-    name: str
-    version: str
-    run_id: str | None
-    feature_service: str
-    features: tuple[str, ...]
-    estimator: Any
-
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for rows of ``matrix`` (columns in ``features`` order)."""
-        return np.asarray(self.estimator.predict_proba(matrix)[:, 1], dtype=np.float64)
-
-
-def load_version(settings: Settings, name: str, version: str) -> LoadedModel:
-    """Load ``name`` version ``version`` from the registry and check it with a warm-up prediction."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = f"models:/{name}/{version}"
-    try:
-        client = MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
-        meta = client.get_model_version(name, version)
-        mlflow.set_registry_uri(settings.resolved_registry_uri)
-        mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-        info = mlflow.models.get_model_info(uri)
-        estimator = mlflow.sklearn.load_model(uri)
-    except Exception as error:
-        raise ModelLoadError(f"cannot load {uri}: {error}") from error
-    if info.signature is None:
-        raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads")
-    features = tuple(info.signature.inputs.input_names())
-    unknown = sorted(set(features) - set(MODEL_FEATURES))
-    if unknown:
-        raise ModelLoadError(f"{uri} reads features this service cannot compute: {unknown}")
-    feature_service = meta.tags.get("feature_service")
-    if not feature_service:
-        raise ModelLoadError(f"{uri} has no feature_service tag: cannot tell which features to fetch")
-    model = LoadedModel(name, str(version), meta.run_id, feature_service, features, estimator)
-    warm = model.predict(np.full((1, len(features)), np.nan))  # an all-missing row: the worst case online
-    if warm.shape != (1,) or not (0.0 <= float(warm[0]) <= 1.0) or math.isnan(float(warm[0])):
-        raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})")
-    return model
 
 
 class ModelManager:
@@ -84,6 +31,7 @@ class ModelManager:
         self._alias = alias
         self._metrics = metrics
         self._current: LoadedModel | None = None
+        self._refused: str | None = None
         self._swap_lock = threading.Lock()  # one reload at a time; readers never wait for it
 
     @property
@@ -103,18 +51,14 @@ class ModelManager:
 
     def resolve_alias(self) -> str | None:
         """The version behind the alias, or None if there is none."""
-        from mlflow import MlflowClient
+        return resolve_alias(self._settings, self._alias)
 
-        from mlops_recipes.io.registry import alias_version
+    def refresh(self, prepare: Callable[[LoadedModel], None] | None = None) -> bool:
+        """Load the alias' version if it differs from the current one. True if a new model was swapped in.
 
-        client = MlflowClient(
-            tracking_uri=self._settings.resolved_tracking_uri, registry_uri=self._settings.resolved_registry_uri
-        )
-        version = alias_version(client, self._settings.model_name, self._alias)
-        return None if version is None else str(version.version)
-
-    def refresh(self) -> bool:
-        """Load the alias' version if it differs from the current one. True if a new model was swapped in."""
+        ``prepare`` runs on the loaded model before it is swapped in (the feature store warm-up): requests, and
+        readiness, only ever see a model whose features are ready to be fetched.
+        """
         with self._swap_lock:
             try:
                 version = self.resolve_alias()
@@ -122,14 +66,19 @@ class ModelManager:
                 _log.warning("cannot reach the model registry: %s", error)
                 return False
             current = self._current
-            if version is None or (current is not None and current.version == version):
+            if version is None or (current is not None and current.version == version) or version == self._refused:
                 return False
             try:
-                model = load_version(self._settings, self._settings.model_name, version)
+                model = load_version(self._settings, version)
             except ModelLoadError as error:
+                # Remembered until the alias moves: no reload (and no error line) every poll for a broken version.
+                self._refused = version
                 self._metrics.reloads.labels("failure").inc()
                 _log.error("model reload failed, keeping %s: %s", current.version if current else "none", error)
                 return False
+            self._refused = None
+            if prepare is not None:
+                prepare(model)
             self._current = model  # one reference assignment: requests see the old or the new model, never half
             self._metrics.reloads.labels("success").inc()
             if current is not None:

@@ -32,6 +32,21 @@ class Transaction(BaseModel):
 class Prediction(BaseModel):
     """The score of one transaction."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "fraud_probability": 0.031,
+                    "is_fraud": False,
+                    "threshold": 0.5,
+                    "model_name": "fraud-detector",
+                    "model_version": "3",
+                    "missing_features": [],
+                }
+            ]
+        }
+    )
+
     fraud_probability: float = Field(ge=0, le=1)
     is_fraud: bool = Field(description="fraud_probability >= threshold")
     threshold: float
@@ -91,7 +106,10 @@ class InferTensor(BaseModel):
 
 
 class InferRequest(BaseModel):
-    """``POST /v2/models/{name}/infer``: one [n, k] tensor in signature order, or one [n] tensor per feature."""
+    """``POST /v2/models/{name}/infer``: one [n, k] tensor in signature order, or one [n] tensor per feature.
+
+    ``GET /v2/models/{name}`` gives k; the feature names and order are the model's MLflow signature.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -17,6 +17,13 @@ class ServingSettings(BaseSettings):
     max_batch: int = Field(default=256, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_s: float = Field(default=2.0, gt=0)
+    scoring_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Scoring calls running at once per worker process. 1 suits the embedded SQLite store (CPU-bound "
+        "under the GIL); raise it when online lookups wait on the network (Redis elsewhere).",
+    )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
     log_level: str = "INFO"
     json_logs: bool = True

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,30 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
+# Variables libraries set in the test process itself (``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI;
+# ``import feast`` sets PROMETHEUS_MULTIPROC_DIR): they must neither leak into the projects' tools nor from one
+# test's project into the next test's in-process Settings().
+_PROCESS_LOCAL_PREFIXES = ("MLFLOW_", "MLOPS_", "FEAST_", "PROMETHEUS_")
+
+
+# The values at session start (normally none): every test starts from them and leaves them as it found them.
+_BASELINE = {k: v for k, v in os.environ.items() if k.startswith(_PROCESS_LOCAL_PREFIXES)}
+
+
+def _reset_process_local_environment() -> None:
+    for key in [k for k in os.environ if k.startswith(_PROCESS_LOCAL_PREFIXES)]:
+        del os.environ[key]
+    os.environ.update(_BASELINE)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_environment() -> Iterator[None]:
+    # Reset before the test too: a module- or session-scoped fixture set up just before it may have leaked.
+    _reset_process_local_environment()
+    yield
+    _reset_process_local_environment()
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base``."""
     out = dict(base)
@@ -48,7 +72,7 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def project_env(root: Path) -> dict[str, str]:
     """Environment for running the project's tools in ``root``: our venv first, no inherited MLflow/Feast set-up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "FEAST_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PROCESS_LOCAL_PREFIXES)}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     env["MLOPS_PROJECT_ROOT"] = str(root)
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "tests"
@@ -71,6 +95,14 @@ class Project:
         if check and result.returncode != 0:
             pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
+
+    def mlflow_client(self) -> Any:
+        """A client of this project's embedded MLflow store (tracking and registry named explicitly: MLflow's
+        default registry URI is a process global that an earlier in-process call may have pointed elsewhere)."""
+        from mlflow import MlflowClient
+
+        uri = f"sqlite:///{self.root / 'mlflow.db'}"
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def write_params(self, override: dict[str, Any]) -> None:
         """Write ``params.yaml``: the repo's defaults, then ``override``."""

@@ -107,3 +107,167 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
     yield start
     for service in started:
         service.stop()
+
+
+# --- Service tests (test_serving_*.py): isolated services, fault injection, metrics ------------------------------
+
+# fault_apps.py (the service with faults injected through FAULT_DIR) lives here; services get it on PYTHONPATH.
+FAULT_APPS_DIR = Path(__file__).resolve().parent
+
+
+def service_env(project: Any, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The project's environment for a service, less Prometheus directories inherited from the test process.
+
+    ``import feast`` in the test process sets PROMETHEUS_MULTIPROC_DIR (to a temp dir of its own) and project copies
+    made afterwards inherit it: services started with the same directory would wipe each other's metrics (the
+    launcher empties it at start).
+    """
+    env = {k: v for k, v in project.env.items() if not k.upper().startswith("PROMETHEUS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULT_APPS_DIR), env.get("PYTHONPATH")]))
+    env.update(overrides or {})
+    return env
+
+
+class ModuleService(ServiceProcess):
+    """``python -m <module> --port P --workers N``: the launcher, or ``fault_apps`` (the launcher with faults)."""
+
+    def __init__(self, root: Path, env: dict[str, str], *, module: str = "serving", workers: int = 1) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / f"service-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        command = [sys.executable, "-m", module, "--port", str(self.port), "--workers", str(workers)]
+        self.process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def launch(
+    project: Any,
+    metrics_dir: Path | None,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    module: str = "serving",
+    app: str | None = None,
+) -> ServiceProcess:
+    """Start a service in ``project``: ``python -m <module>``, or ``app`` under plain uvicorn (no launcher).
+
+    Launcher runs get ``metrics_dir`` as their own PROMETHEUS_MULTIPROC_DIR; plain uvicorn runs get none, as a
+    user starting ``uvicorn serving.app:create_app --factory`` would.
+    """
+    overrides = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)} if app is None and metrics_dir is not None else {}
+    full_env = service_env(project, {**overrides, **(env or {})})
+    service = (
+        ServiceProcess(project.root, full_env, app=app)
+        if app is not None
+        else ModuleService(project.root, full_env, module=module, workers=workers)
+    )
+    service.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"]) if "PROMETHEUS_MULTIPROC_DIR" in full_env else None
+    return service
+
+
+class ServiceStarter:
+    """Starts services (see ``launch``), each with its own metrics directory under ``directory``; stops them all."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[ServiceProcess] = []
+
+    def __call__(
+        self,
+        project: Any,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        module: str = "serving",
+        app: str | None = None,
+    ) -> ServiceProcess:
+        metrics_dir = self.directory / f"prometheus-{len(self.started)}"
+        service = launch(project, metrics_dir, workers=workers, env=env, module=module, app=app)
+        self.started.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        """SIGTERM every service started, then wait for each."""
+        for service in self.started:
+            service.stop()
+
+
+@pytest.fixture
+def start_isolated_service(tmp_path: Path) -> Iterator[ServiceStarter]:
+    """Like ``start_service``, with a metrics directory per service and ``module=`` (e.g. ``fault_apps``)."""
+    starter = ServiceStarter(tmp_path)
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def start_module_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStarter]:
+    """``start_isolated_service`` for services shared by the tests of one module."""
+    starter = ServiceStarter(tmp_path_factory.mktemp("module-services"))
+    yield starter
+    starter.stop_all()
+
+
+# Limits of the shared service: small enough to test cheaply, large enough for the parity batches.
+SCORING_SERVICE_ENV = {"SERVING_MAX_BATCH": "8", "SERVING_MAX_BODY_BYTES": "16384"}
+
+
+@pytest.fixture(scope="session")
+def scoring_service(trained_project: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service on the trained project (launcher, one worker, SCORING_SERVICE_ENV) shared by read-only tests.
+
+    Tests that count must compare metrics before and after their own requests: other tests use it too.
+    """
+    service = launch(trained_project, tmp_path_factory.mktemp("scoring-metrics"), env=SCORING_SERVICE_ENV)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+class Metrics:
+    """A parsed ``/metrics`` exposition."""
+
+    def __init__(self, text: str) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.text = text
+        self.samples = [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples called ``name`` whose labels include ``labels`` (0 if there are none)."""
+        return sum(
+            value
+            for sample, sample_labels, value in self.samples
+            if sample == name and labels.items() <= sample_labels.items()
+        )
+
+    def names(self) -> set[str]:
+        """Every sample name present."""
+        return {name for name, _, _ in self.samples}
+
+
+@pytest.fixture(scope="session")
+def scrape() -> Callable[[ServiceProcess], Metrics]:
+    """``scrape(service)``: the service's current metrics."""
+
+    def read(service: ServiceProcess) -> Metrics:
+        response = httpx.get(service.url + "/metrics", timeout=10)
+        assert response.status_code == 200, response.text
+        return Metrics(response.text)
+
+    return read
+
+
+@pytest.fixture
+def unused_port() -> Callable[[], int]:
+    """A function returning a free loopback port (for servers a test starts itself)."""
+    return free_port

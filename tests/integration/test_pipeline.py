@@ -82,10 +82,9 @@ def test_training_set_has_one_row_per_labelled_event(project: Any) -> None:
 
 
 def test_mlflow_run_carries_lineage(project: Any) -> None:
-    from mlflow import MlflowClient
 
     run_id = read_json(project.root / "artifacts/train_run.json")["run_id"]
-    client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+    client = project.mlflow_client()
     run = client.get_run(run_id)
     assert run.data.tags["feature_service"] == "fraud_model_v1"
     assert len(run.data.tags["data.train_md5"]) == 32
@@ -164,9 +163,7 @@ def test_gate_refuses_a_model_trained_on_shuffled_labels(project: Any) -> None:
 
 
 def test_register_is_idempotent(project: Any) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+    client = project.mlflow_client()
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["register"]["fail_on_reject"] = False
     lenient = project.root / "lenient-params.yaml"
@@ -178,9 +175,7 @@ def test_register_is_idempotent(project: Any) -> None:
 
 
 def test_forced_promotion_then_rollback_restores_the_previous_champion(project: Any) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+    client = project.mlflow_client()
     champion = status(project)["champion"]["version"]
     newest = max(int(v.version) for v in client.search_model_versions("name='fraud-detector'"))
     project.run("mlops", "promote", "--version", str(newest), "--force")

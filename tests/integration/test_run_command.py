@@ -25,10 +25,14 @@ def test_run_executes_every_stage_in_order_and_registers_a_champion(project_fact
 
 def _json_documents(text: str) -> list[str]:
     """Split the concatenated pretty-printed JSON summaries the command prints."""
-    documents, current = [], []
-    for line in text.splitlines():
-        current.append(line)
-        if line == "}":
-            documents.append("\n".join(current))
+    documents: list[str] = []
+    current: list[str] | None = None
+    for line in text.splitlines():  # libraries print progress lines between the documents
+        if line == "{":
             current = []
+        if current is not None:
+            current.append(line)
+            if line == "}":
+                documents.append("\n".join(current))
+                current = None
     return documents

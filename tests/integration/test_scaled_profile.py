@@ -271,11 +271,11 @@ def test_champion_and_its_artifacts_are_on_the_tracking_server(
 ) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server.url)
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     train_run = json.loads((scaled_project.root / "artifacts" / "train_run.json").read_text())
 
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     assert champion.run_id == train_run["run_id"]
     assert champion.tags["feature_service"] == "fraud_model_v1"
     # The artifacts went through the server's proxy into its destination, not to a path of the client.

@@ -13,19 +13,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops_recipes.core.generator import generate_transactions
+from mlops_recipes.core.generator import TRANSACTION_COLUMNS, generate_transactions
 from mlops_recipes.params import DataParams
 
-TRANSACTION_COLUMNS = [
-    "transaction_id",
-    "event_timestamp",
-    "customer_id",
-    "merchant_id",
-    "amount",
-    "channel",
-    "account_created_at",
-    "is_fraud",
-]
 _DEFAULTS: dict[str, Any] = {
     "customer_id": 1,
     "merchant_id": 1,
@@ -45,7 +35,7 @@ def _transactions(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for column in ("transaction_id", "customer_id", "merchant_id", "is_fraud"):
         frame[column] = frame[column].astype("int64")
     frame["amount"] = frame["amount"].astype("float64")
-    return frame[TRANSACTION_COLUMNS]
+    return frame[list(TRANSACTION_COLUMNS)]
 
 
 @pytest.fixture(scope="session")
