@@ -84,7 +84,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from mlops_recipes.io.feature_store import open_store
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
-from serving.model import load_version
+from mlops_recipes.io.models import load_version
 from serving.schemas import Transaction
 from serving.scoring import model_matrix
 
@@ -109,7 +109,7 @@ def medians_us(functions, iterations, blocks=5):
 settings = Settings()
 client = mlflow.MlflowClient(settings.resolved_tracking_uri, settings.resolved_registry_uri)
 version = str(client.get_model_version_by_alias(settings.model_name, args["alias"]).version)
-model = load_version(settings, settings.model_name, version)
+model = load_version(settings, version)
 features = OnlineFeatures(settings)
 features.warm_up(model.feature_service)
 
