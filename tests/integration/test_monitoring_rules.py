@@ -18,6 +18,7 @@ PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheu
 _NOT_METRICS = {
     "sum", "rate", "increase", "count", "by", "histogram_quantile", "clamp_min", "le", "up", "humanizePercentage",
     "humanizeDuration", "value", "labels", "instance", "route", "status", "entity", "result", "job", "model_version",
+    "or", "vector",
 }  # fmt: skip
 
 
