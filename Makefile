@@ -49,6 +49,10 @@ fmt: install ## Format the code and apply safe lint fixes
 	@$(RUN) ruff format .
 	@$(RUN) ruff check --fix .
 
+.PHONY: slo-rules
+slo-rules: install ## Validate monitoring/slo.yaml and regenerate the SLO rules (prometheus/rules/slo.yml)
+	@$(RUN) python -m mlops_recipes.monitoring.slo
+
 .PHONY: serve
 serve: install ## Serve the champion on 127.0.0.1:8000 (HOST, PORT, WORKERS); API docs at /docs
 	@$(RUN) python -m serving --host $(HOST) --port $(PORT) --workers $(WORKERS)
