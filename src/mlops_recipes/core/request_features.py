@@ -32,6 +32,10 @@ DERIVED_FEATURES = (
     "channel_online",
     "channel_atm",
 )
+# Derived features that depend on the request alone, not on stored features: their live distribution is directly
+# comparable with training. The others mix in online values, which are snapshots as of the last materialization
+# rather than as of each event (see docs/monitoring.md, drift).
+REQUEST_ONLY_FEATURES = ("amount", "log_amount", "hour_of_day", "is_night", "channel_online", "channel_atm")
 # The model's input columns, in signature order.
 MODEL_FEATURES = tuple(f for f in STORED_FEATURES if f not in _STORED_ONLY) + DERIVED_FEATURES
 

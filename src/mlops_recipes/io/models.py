@@ -6,14 +6,19 @@ model's MLflow signature: no pyfunc wrapper, no pandas.
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference
 from mlops_recipes.core.request_features import MODEL_FEATURES
 from mlops_recipes.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -30,6 +35,10 @@ class LoadedModel:
     feature_service: str
     features: tuple[str, ...]
     estimator: Any
+    # The training-time summary the service compares live traffic with; None for models logged without one.
+    drift_reference: DriftReference | None = None
+    # The run's holdout metrics (``holdout_*`` from the evaluate stage), exported by the service as gauges.
+    holdout_metrics: Mapping[str, float] = field(default_factory=dict)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities for rows of ``matrix`` (columns in ``features`` order)."""
@@ -57,7 +66,8 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     name = settings.model_name
     uri = f"models:/{name}/{version}"
     try:
-        meta = _client(settings).get_model_version(name, version)
+        client = _client(settings)
+        meta = client.get_model_version(name, version)
         mlflow.set_tracking_uri(settings.resolved_tracking_uri)
         mlflow.set_registry_uri(settings.resolved_registry_uri)
         info = mlflow.models.get_model_info(uri)
@@ -73,11 +83,47 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     feature_service = meta.tags.get("feature_service")
     if not feature_service:
         raise ModelLoadError(f"{uri} has no feature_service tag: cannot tell which features to fetch")
-    model = LoadedModel(name, str(version), meta.run_id, feature_service, features, estimator)
+    model = LoadedModel(
+        name,
+        str(version),
+        meta.run_id,
+        feature_service,
+        features,
+        estimator,
+        drift_reference=_drift_reference(meta.run_id, uri),
+        holdout_metrics=_holdout_metrics(client, meta.run_id),
+    )
     warm = model.predict(np.full((1, len(features)), np.nan))  # an all-missing row: the worst case online
     if warm.shape != (1,) or math.isnan(float(warm[0])) or not 0.0 <= float(warm[0]) <= 1.0:
         raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})")
     return model
+
+
+def _drift_reference(run_id: str | None, uri: str) -> DriftReference | None:
+    """The drift reference logged with the model's run, or None (drift monitoring off for this model)."""
+    import mlflow
+
+    if run_id is None:
+        return None
+    try:
+        return DriftReference.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}"))
+    except Exception as error:  # optional: an older model, or a store without the artifact, still serves
+        _log.warning("%s has no usable drift reference (%s): drift gauges stay unset", uri, error)
+        return None
+
+
+def _holdout_metrics(client: Any, run_id: str | None) -> dict[str, float]:
+    """The evaluate stage's holdout metrics of the run, without their prefix (empty if there are none)."""
+    from mlops_recipes.io.registry import METRIC_PREFIX
+
+    if run_id is None:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except Exception as error:  # informational only: never a reason to refuse a model
+        _log.warning("cannot read the metrics of run %s: %s", run_id, error)
+        return {}
+    return {k.removeprefix(METRIC_PREFIX): float(v) for k, v in metrics.items() if k.startswith(METRIC_PREFIX)}
 
 
 def load_alias(settings: Settings, alias: str) -> LoadedModel:

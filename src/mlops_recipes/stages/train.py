@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference
 from mlops_recipes.core.model import build_model, check_training_features
 from mlops_recipes.core.request_features import MODEL_FEATURES
 from mlops_recipes.io import tracking
@@ -70,6 +71,9 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         model.fit(matrix, labels)
         scores = model.predict_proba(matrix)[:, 1]
         mlflow.log_metrics({"train_pr_auc": float(average_precision_score(labels, scores)), "train_rows": len(train)})
+        # What the service compares live inputs and scores with (drift gauges); loaded with the model version.
+        reference = DriftReference.build(matrix, MODEL_FEATURES, scores)
+        mlflow.log_dict(reference.to_dict(), REFERENCE_ARTIFACT)
         sample = features.head(200)
         info = mlflow.sklearn.log_model(
             model,
