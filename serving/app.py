@@ -21,15 +21,19 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.settings import Settings
 from serving import logs
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.middleware import ServiceMiddleware
 from serving.model import LoadedModel, ModelManager, ModelNotReady
+from serving.monitoring import LiveMonitor
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     InferOutput,
     InferRequest,
     InferResponse,
@@ -61,6 +65,7 @@ class ServiceState:
     models: ModelManager
     features: OnlineFeatures
     scoring_slots: asyncio.Semaphore
+    monitor: LiveMonitor
 
 
 # Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.
@@ -100,6 +105,7 @@ async def _scored(state: ServiceState, transactions: Sequence[Transaction]) -> t
                 features=state.features,
                 threshold=state.serving.threshold,
                 metrics=state.metrics,
+                monitor=state.monitor,
             )
 
     try:
@@ -149,6 +155,38 @@ async def _watch_registry(state: ServiceState) -> None:
             _log.exception("model watcher iteration failed")
 
 
+# Aliases whose versions are exported: a challenger above the champion is a candidate the gate refused.
+_WATCHED_ALIASES = ("champion", "challenger")
+
+
+def _publish_monitoring(state: ServiceState) -> None:
+    """One monitoring round: drift gauges, online-store freshness, registry aliases. Failures only log."""
+    state.monitor.publish_drift()
+    try:
+        for view, seconds in state.features.materialized_until().items():
+            state.metrics.feature_freshness.labels(view).set(seconds)
+    except FeatureStoreUnavailable as error:
+        _log.warning("cannot read feature freshness: %s", error)
+    for alias in _WATCHED_ALIASES:
+        try:
+            version = resolve_alias(state.settings, alias)
+        except Exception as error:  # the registry being down must not stop the other figures
+            _log.warning("cannot read registry alias %r: %s", alias, error)
+            continue
+        if version is not None:
+            state.metrics.registry_alias_version.labels(alias).set(float(version))
+
+
+async def _monitor(state: ServiceState) -> None:
+    """Publish the monitoring figures on a timer, off the event loop."""
+    while True:
+        try:
+            await run_in_threadpool(_publish_monitoring, state)
+        except Exception:  # the loop must outlive any single failure
+            _log.exception("monitoring round failed")
+        await asyncio.sleep(state.serving.monitor_interval_s)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
@@ -157,13 +195,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     await run_in_threadpool(state.models.refresh, _warm_up_features(state))
     _freeze_heap(collect=False)
-    watcher = asyncio.create_task(_watch_registry(state))
+    tasks = [asyncio.create_task(_watch_registry(state)), asyncio.create_task(_monitor(state))]
     try:
         yield
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(settings: Settings | None = None, serving: ServingSettings | None = None) -> FastAPI:
@@ -179,6 +219,12 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
         features=OnlineFeatures(settings),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
+        monitor=LiveMonitor(
+            metrics,
+            window_rows=serving.drift_window_rows,
+            min_rows=serving.drift_min_rows,
+            remembered_scores=serving.remembered_scores,
+        ),
     )
     app = FastAPI(
         title="mlops-recipes fraud scoring",
@@ -224,6 +270,25 @@ def _routes(app: FastAPI) -> None:
             )
         model, predictions = await _scored(state, batch.transactions)
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=predictions)
+
+    @app.post(
+        "/feedback", response_model=FeedbackResponse, responses=_ERRORS, dependencies=[Authorized], tags=["monitoring"]
+    )
+    async def feedback(request: FeedbackRequest, state: State) -> FeedbackResponse:
+        """Confirmed labels of transactions scored earlier with a ``transaction_id``: live precision and recall.
+
+        Labels are matched with the scores this process returned (the last SERVING_REMEMBERED_SCORES); each
+        score counts once. Unmatched ids are returned, not an error: a label may outlive the memory of a score.
+        """
+        if len(request.labels) > state.serving.max_batch:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"{len(request.labels)} labels exceed the limit of {state.serving.max_batch} per request",
+            )
+        result = state.monitor.label([(label.transaction_id, label.is_fraud) for label in request.labels])
+        return FeedbackResponse(
+            matched=result.matched, unmatched=len(result.unmatched_ids), unmatched_ids=result.unmatched_ids
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(state: State) -> Response:

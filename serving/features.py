@@ -46,6 +46,19 @@ class OnlineFeatures:
             ) from error
         return result
 
+    def materialized_until(self) -> dict[str, float]:
+        """Per feature view, the end of its latest materialization (Unix seconds); never-materialized views are absent.
+
+        Read from the registry (cached for its ``cache_ttl_seconds``), so a running service sees new runs.
+        """
+        try:
+            views = self._open().list_feature_views()
+        except Exception as error:
+            raise FeatureStoreUnavailable(f"feature registry unavailable: {type(error).__name__}: {error}") from error
+        return {
+            view.name: view.most_recent_end_time.timestamp() for view in views if view.most_recent_end_time is not None
+        }
+
     def warm_up(self, service_name: str) -> None:
         """Pay the first-call cost (registry load, connections) before traffic arrives."""
         try:

@@ -56,6 +56,14 @@ class ServiceMetrics:
     model_info: Gauge
     reloads: Counter
     store_errors: Counter
+    feature_drift: Gauge
+    score_drift: Gauge
+    drift_window_rows: Gauge
+    feedback_labels: Counter
+    feedback_unmatched: Counter
+    served_model_metric: Gauge
+    registry_alias_version: Gauge
+    feature_freshness: Gauge
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -130,6 +138,59 @@ class ServiceMetrics:
             store_errors=Counter(
                 "feature_store_errors_total",
                 "Online feature store lookups that failed.",
+                registry=registry,
+            ),
+            # Gauges below: with several workers, the highest live worker's value (each has its own window).
+            feature_drift=Gauge(
+                "feature_drift_psi",
+                "PSI of each model input over the recent window against the training reference; source is 'request' "
+                "(from the request alone) or 'stored' (uses online features).",
+                ["feature", "source"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            score_drift=Gauge(
+                "prediction_drift_psi",
+                "PSI of the fraud scores over the recent window against the scores at training.",
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            drift_window_rows=Gauge(
+                "drift_window_rows",
+                "Scored rows in the drift window (PSI is published from SERVING_DRIFT_MIN_ROWS on).",
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            feedback_labels=Counter(
+                "feedback_labels_total",
+                "Delayed labels matched with a returned score, by model version and outcome (tp, fp, fn, tn).",
+                ["model_version", "outcome"],
+                registry=registry,
+            ),
+            feedback_unmatched=Counter(
+                "feedback_unmatched_total",
+                "Delayed labels whose transaction_id this service does not remember (never scored, or forgotten).",
+                registry=registry,
+            ),
+            served_model_metric=Gauge(
+                "served_model_holdout_metric",
+                "Holdout metrics of the model being served, from its training run (evaluate stage).",
+                ["metric"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            registry_alias_version=Gauge(
+                "registry_alias_version",
+                "Model version behind each registry alias (a challenger above the champion was not promoted).",
+                ["alias"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            feature_freshness=Gauge(
+                "feature_view_materialized_timestamp_seconds",
+                "End of the latest materialization of each feature view into the online store (Unix time).",
+                ["feature_view"],
+                multiprocess_mode="livemax",
                 registry=registry,
             ),
         )

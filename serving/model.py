@@ -13,6 +13,7 @@ from collections.abc import Callable
 from mlops_recipes.io.models import LoadedModel, ModelLoadError, load_version, resolve_alias
 from mlops_recipes.settings import Settings
 from serving.metrics import ServiceMetrics
+from serving.monitoring import publish_model
 
 __all__ = ["LoadedModel", "ModelLoadError", "ModelManager", "ModelNotReady"]
 
@@ -84,6 +85,7 @@ class ModelManager:
             if current is not None:
                 self._metrics.model_info.labels(current.name, current.version, current.feature_service).set(0)
             self._metrics.model_info.labels(model.name, model.version, model.feature_service).set(1)
+            publish_model(self._metrics, model)
             _log.info(
                 "serving model version",
                 extra={

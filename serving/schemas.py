@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlops_recipes.core.schema import MAX_AMOUNT
 
 EntityId = Annotated[int, Field(ge=1, le=2**62, description="Entity key, as in the feature store.")]
+TransactionId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="The caller's id of the transaction: echoed back, and the key for its label later (/feedback).",
+    ),
+]
 
 
 class Transaction(BaseModel):
@@ -20,6 +29,7 @@ class Transaction(BaseModel):
         json_schema_extra={"examples": [{"customer_id": 42, "merchant_id": 7, "amount": 129.9, "channel": "online"}]},
     )
 
+    transaction_id: TransactionId | None = None
     customer_id: EntityId
     merchant_id: EntityId
     amount: float = Field(gt=0, le=MAX_AMOUNT, description="Transaction amount.")
@@ -47,6 +57,7 @@ class Prediction(BaseModel):
         }
     )
 
+    transaction_id: str | None = Field(default=None, description="As sent in the request.")
     fraud_probability: float = Field(ge=0, le=1)
     is_fraud: bool = Field(description="fraud_probability >= threshold")
     threshold: float
@@ -69,6 +80,34 @@ class BatchResponse(BaseModel):
     model_name: str
     model_version: str
     predictions: list[Prediction]
+
+
+class Label(BaseModel):
+    """A confirmed outcome of a scored transaction (chargeback, analyst review), known later than the score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: TransactionId
+    is_fraud: bool
+
+
+class FeedbackRequest(BaseModel):
+    """Delayed labels for transactions scored earlier with a ``transaction_id``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"labels": [{"transaction_id": "tx-0001", "is_fraud": True}]}]},
+    )
+
+    labels: list[Label] = Field(min_length=1)
+
+
+class FeedbackResponse(BaseModel):
+    """Which labels were matched with a score this service returned (only those count in precision/recall)."""
+
+    matched: int
+    unmatched: int
+    unmatched_ids: list[str] = Field(description="Never scored here with that id, already labelled, or forgotten.")
 
 
 class Problem(BaseModel):

@@ -14,6 +14,7 @@ from mlops_recipes.core.request_features import STORED_FEATURES, request_feature
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
+from serving.monitoring import LiveMonitor
 from serving.schemas import Prediction, Transaction
 
 
@@ -48,8 +49,9 @@ def score(
     features: OnlineFeatures,
     threshold: float,
     metrics: ServiceMetrics,
+    monitor: LiveMonitor | None = None,
 ) -> list[Prediction]:
-    """Score ``transactions`` with ``model``; count what was missing."""
+    """Score ``transactions`` with ``model``; count what was missing; feed the drift and label monitor."""
     started = time.perf_counter()
     stored = features.lookup(
         model.feature_service, [{"customer_id": t.customer_id, "merchant_id": t.merchant_id} for t in transactions]
@@ -61,6 +63,10 @@ def score(
     probabilities = model.predict(matrix)
     metrics.inference_latency.observe(time.perf_counter() - started)
 
+    decisions = [bool(p >= threshold) for p in probabilities.tolist()]
+    if monitor is not None:
+        monitor.observe(model, matrix, probabilities, decisions, [t.transaction_id for t in transactions])
+
     predictions = []
     for row, probability in enumerate(probabilities.tolist()):
         missing = [name for name in STORED_FEATURES if stored[name][row] is None]
@@ -70,11 +76,12 @@ def score(
             metrics.unknown_entities.labels("customer").inc()
         if all(stored[name][row] is None for name in MERCHANT_FEATURES):
             metrics.unknown_entities.labels("merchant").inc()
-        is_fraud = probability >= threshold
+        is_fraud = decisions[row]
         metrics.scores.labels(model.version).observe(probability)
         metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
         predictions.append(
             Prediction(
+                transaction_id=transactions[row].transaction_id,
                 fraud_probability=probability,
                 is_fraud=is_fraud,
                 threshold=threshold,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,9 +25,28 @@ class ServingSettings(BaseSettings):
         "under the GIL); raise it when online lookups wait on the network (Redis elsewhere).",
     )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
+    drift_window_rows: int = Field(
+        default=2000, ge=100, le=1_000_000, description="Latest scored rows compared with the training reference."
+    )
+    drift_min_rows: int = Field(default=500, ge=1, description="Rows the window needs before PSI is published.")
+    monitor_interval_s: float = Field(
+        default=10.0, gt=0, description="How often drift, feature freshness and registry aliases are published."
+    )
+    remembered_scores: int = Field(
+        default=100_000, ge=0, le=10_000_000, description="Scores kept (by transaction_id) for delayed labels."
+    )
     log_level: str = "INFO"
     json_logs: bool = True
     metrics_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _window_holds_min_rows(self) -> ServingSettings:
+        if self.drift_min_rows > self.drift_window_rows:
+            raise ValueError(
+                f"SERVING_DRIFT_MIN_ROWS ({self.drift_min_rows}) exceeds SERVING_DRIFT_WINDOW_ROWS "
+                f"({self.drift_window_rows}): drift would never be published"
+            )
+        return self
 
     @field_validator("api_key")
     @classmethod
