@@ -252,15 +252,14 @@ def _number(value: float) -> str:
 
 def _duration_text(hours: float) -> str:
     days, rest = divmod(round(hours), 24)
-    parts = [f"{days} d" if days else "", f"{rest} h" if rest else ""]
+    parts = [f"{days}d" if days else "", f"{rest}h" if rest else ""]
     return " ".join(part for part in parts if part) or "under an hour"
 
 
 def _bad_requests(slo: AvailabilitySLO | LatencySLO) -> str:
-    routes = ", ".join(slo.routes)
     if isinstance(slo, AvailabilitySLO):
-        return f"requests to {routes} failed (5xx)"
-    return f"requests to {routes} took longer than {slo.threshold_seconds * 1000:g} ms"
+        return "requests failed (5xx)"
+    return f"requests took longer than {slo.threshold_seconds * 1000:g} ms"
 
 
 def _alert(slo: AvailabilitySLO | LatencySLO, rule: BurnRateAlert) -> dict[str, Any]:
@@ -281,9 +280,9 @@ def _alert(slo: AvailabilitySLO | LatencySLO, rule: BurnRateAlert) -> dict[str, 
                 f"{rule.long_window} and {rule.short_window}"
             ),
             "description": (
-                f"{{{{ $value | humanizePercentage }}}} of {_bad_requests(slo)} over the last {rule.long_window} "
-                f"(objective {_number(slo.objective * 100)} %, budget {_number(slo.error_budget * 100)} % over "
-                f"{slo.window}); at this rate the whole budget is spent in {gone_in}."
+                f"{{{{ $value | humanizePercentage }}}} of {_bad_requests(slo)} over the last {rule.long_window}, "
+                f"against a budget of {_number(slo.error_budget * 100)} % (objective {_number(slo.objective * 100)} % "
+                f"over {slo.window}): at this rate the whole budget is spent in {gone_in}."
             ),
             "runbook": RUNBOOK,
         },
