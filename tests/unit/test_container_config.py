@@ -1,0 +1,1011 @@
+"""Static checks of the container and CI files: Dockerfiles, docker-compose.yml, .dockerignore, .env.example and
+the GitHub workflows.
+
+Nothing is built or started here: the files are linted (hadolint, zizmor), validated against their schemas
+(check-jsonschema's vendored compose-spec and github-workflows schemas, offline) and checked for the invariants
+below. Every check is a function that returns the violations it finds, so each one is run twice: on the real
+files (no violation allowed) and on a bad fixture in ``tmp_path`` (the violation must be reported), which proves
+the check can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(sys.executable).parent
+DOCKER_DIR = REPO_ROOT / "docker"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
+HADOLINT_CONFIG = REPO_ROOT / ".hadolint.yaml"
+STANDINS_DIR = DOCKER_DIR / "base-images"
+
+
+def tool(name: str) -> str:
+    """A tool of the locked dev environment (next to the interpreter running the tests)."""
+    path = BIN_DIR / name
+    if not path.exists():
+        pytest.fail(f"{name} not found in {BIN_DIR}: run `uv sync --locked` (it is a dev dependency)", pytrace=False)
+    return str(path)
+
+
+def run(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def report(violations: Iterable[str]) -> str:
+    return "\n  " + "\n  ".join(violations)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dockerfiles
+# --------------------------------------------------------------------------------------------------------------
+
+
+def dockerfiles() -> list[Path]:
+    """Every Dockerfile under docker/: ``Dockerfile``, ``Dockerfile.*``, ``*.Dockerfile``, at any depth."""
+    found = {
+        path
+        for pattern in ("**/Dockerfile", "**/Dockerfile.*", "**/*.Dockerfile", "**/*.dockerfile")
+        for path in DOCKER_DIR.glob(pattern)
+        if path.is_file() and not path.name.endswith(".dockerignore")
+    }
+    return sorted(found)
+
+
+def service_dockerfiles() -> list[Path]:
+    """The images the project ships and runs (app, MLflow server): every Dockerfile under docker/ except the
+    base-image stand-ins in docker/base-images/. Those replace official base images (``python:3.11-slim``,
+    ``postgres``…) on machines that cannot pull them, so they mimic those images (root user, no healthcheck)
+    and only get the generic checks."""
+    return [path for path in dockerfiles() if STANDINS_DIR not in path.parents]
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction with continuation lines joined; ``line`` is where it starts (1-based)."""
+
+    line: int
+    keyword: str
+    args: str
+
+
+_HEREDOC = re.compile(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Split a Dockerfile into instructions: comments and blank lines dropped, ``\\`` continuations joined
+    (comment lines inside a continuation are dropped, as Docker does), heredoc bodies kept out of the parse."""
+    lines = text.splitlines()
+    instructions: list[Instruction] = []
+    index = 0
+    while index < len(lines):
+        stripped = lines[index].strip()
+        if not stripped or stripped.startswith("#"):
+            index += 1
+            continue
+        start = index + 1
+        parts: list[str] = []
+        while index < len(lines):
+            current = lines[index].rstrip()
+            index += 1
+            if parts and current.strip().startswith("#"):
+                continue
+            if current.endswith("\\"):
+                parts.append(current[:-1].strip())
+                continue
+            parts.append(current.strip())
+            break
+        joined = " ".join(part for part in parts if part)
+        for delimiter in _HEREDOC.findall(joined):
+            while index < len(lines) and lines[index].strip() != delimiter:
+                index += 1
+            index += 1
+        keyword, _, args = joined.partition(" ")
+        instructions.append(Instruction(start, keyword.upper(), args.strip()))
+    return instructions
+
+
+def stages(instructions: list[Instruction]) -> tuple[list[Instruction], list[list[Instruction]]]:
+    """The instructions before the first FROM (global ARGs) and the build stages, each starting with its FROM."""
+    preamble: list[Instruction] = []
+    result: list[list[Instruction]] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            result.append([instruction])
+        elif result:
+            result[-1].append(instruction)
+        else:
+            preamble.append(instruction)
+    return preamble, result
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+]([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def substitute_args(value: str, defaults: dict[str, str]) -> str:
+    """Replace ``$NAME``/``${NAME}``/``${NAME:-word}`` by the ARG default (left as is when there is none)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3)
+        if name in defaults:
+            return defaults[name]
+        return match.group(2) if match.group(2) is not None else match.group(0)
+
+    return _VARIABLE.sub(replace, value)
+
+
+def image_pin_problem(reference: str) -> str | None:
+    """Why an image reference is not pinned (None if it is): it needs a tag other than ``latest``, or a digest."""
+    if "$" in reference:
+        return f"{reference!r} has a variable without a default: its tag cannot be checked"
+    if "@sha256:" in reference:
+        return None
+    name = reference.rsplit("/", 1)[-1]
+    if ":" not in name:
+        return f"{reference!r} has no tag (it means :latest)"
+    tag = name.split(":", 1)[1]
+    if tag in ("", "latest"):
+        return f"{reference!r} is tagged latest"
+    return None
+
+
+def dockerfile_generic_violations(path: Path) -> list[str]:
+    """Checks for every Dockerfile: no ``# syntax=`` directive, every FROM pinned to a tag."""
+    text = path.read_text()
+    violations = [
+        f"{path.name}:{number}: `{line.strip()}`: a syntax directive makes BuildKit pull a frontend image "
+        "(fails offline); leave it out"
+        for number, line in enumerate(text.splitlines(), 1)
+        if re.match(r"\s*#\s*syntax\s*=", line, re.IGNORECASE)
+    ]
+    preamble, build_stages = stages(parse_dockerfile(text))
+    if not build_stages:
+        return [*violations, f"{path.name}: no FROM instruction"]
+    defaults: dict[str, str] = {}
+    for instruction in preamble:
+        if instruction.keyword == "ARG":
+            name, equals, default = instruction.args.partition("=")
+            if equals:
+                defaults[name.strip()] = default.strip().strip("\"'")
+    aliases: set[str] = set()
+    for stage in build_stages:
+        tokens = [token for token in stage[0].args.split() if not token.startswith("--")]
+        if not tokens:
+            violations.append(f"{path.name}:{stage[0].line}: FROM without an image")
+            continue
+        image = substitute_args(tokens[0], defaults)
+        if len(tokens) >= 3 and tokens[1].upper() == "AS":
+            aliases.add(tokens[2].lower())
+        if image.lower() in aliases or image == "scratch":
+            continue
+        problem = image_pin_problem(image)
+        if problem:
+            violations.append(f"{path.name}:{stage[0].line}: FROM {problem}; pin a version tag")
+    return violations
+
+
+def _is_exec_form(args: str) -> bool:
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(parsed, list) and bool(parsed) and all(isinstance(item, str) for item in parsed)
+
+
+def dockerfile_runtime_violations(path: Path) -> list[str]:
+    """Checks for an image that runs a service: in the final stage a non-root USER and a HEALTHCHECK, and every
+    ENTRYPOINT/CMD in exec form (shell form makes /bin/sh PID 1, which does not forward SIGTERM)."""
+    instructions = parse_dockerfile(path.read_text())
+    _, build_stages = stages(instructions)
+    if not build_stages:
+        return [f"{path.name}: no FROM instruction"]
+    final = build_stages[-1]
+    violations = [
+        f"{path.name}:{i.line}: {i.keyword} {i.args} is in shell form; use the exec form "
+        f'{i.keyword} ["executable", "arg", …] so the process is PID 1 and receives SIGTERM'
+        for i in instructions
+        if i.keyword in ("ENTRYPOINT", "CMD") and not _is_exec_form(i.args)
+    ]
+    if not any(i.keyword in ("ENTRYPOINT", "CMD") for i in final):
+        violations.append(f"{path.name}: the final stage sets neither ENTRYPOINT nor CMD")
+    users = [i for i in final if i.keyword == "USER"]
+    if not users:
+        violations.append(f"{path.name}: the final stage has no USER instruction: the container runs as root")
+    else:
+        user = users[-1].args.split(":", 1)[0].strip()
+        if user in ("root", "0", ""):
+            violations.append(f"{path.name}:{users[-1].line}: the final stage runs as USER {users[-1].args} (root)")
+    healthchecks = [i for i in final if i.keyword == "HEALTHCHECK"]
+    if not healthchecks:
+        violations.append(f"{path.name}: the final stage has no HEALTHCHECK")
+    elif healthchecks[-1].args.strip().upper() == "NONE":
+        violations.append(f"{path.name}:{healthchecks[-1].line}: HEALTHCHECK NONE disables the health check")
+    return violations
+
+
+def hadolint_violations(path: Path) -> list[str]:
+    """hadolint's findings at every level (with the repository's .hadolint.yaml when there is one)."""
+    config = ["--config", str(HADOLINT_CONFIG)] if HADOLINT_CONFIG.exists() else []
+    result = run(tool("hadolint"), "--no-color", "--failure-threshold", "style", *config, str(path))
+    if result.returncode == 0 and not result.stdout.strip():
+        return []
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()] or [
+        f"hadolint exited {result.returncode}"
+    ]
+
+
+def test_docker_dir_has_the_app_and_mlflow_images() -> None:
+    names = [str(path.relative_to(REPO_ROOT)) for path in service_dockerfiles()]
+    assert len(names) >= 2, f"expected the app and MLflow server Dockerfiles under docker/, found {names}"
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(DOCKER_DIR)))
+def test_dockerfile_passes_hadolint(path: Path) -> None:
+    violations = hadolint_violations(path)
+    assert not violations, f"hadolint on {path.relative_to(REPO_ROOT)}:{report(violations)}"
+
+
+@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(DOCKER_DIR)))
+def test_dockerfile_has_no_syntax_line_and_pinned_bases(path: Path) -> None:
+    violations = dockerfile_generic_violations(path)
+    assert not violations, f"{path.relative_to(REPO_ROOT)}:{report(violations)}"
+
+
+@pytest.mark.parametrize("path", service_dockerfiles(), ids=lambda p: str(p.relative_to(DOCKER_DIR)))
+def test_service_dockerfile_runs_unprivileged_with_healthcheck_and_exec_form(path: Path) -> None:
+    violations = dockerfile_runtime_violations(path)
+    assert not violations, f"{path.relative_to(REPO_ROOT)}:{report(violations)}"
+
+
+GOOD_DOCKERFILE = """\
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
+RUN python -m venv /opt/venv
+# A comment between instructions, and a continuation:
+FROM python:3.11-slim@sha256:0000000000000000000000000000000000000000000000000000000000000000
+COPY --from=build /opt/venv /opt/venv
+RUN useradd --create-home --uid 10001 app \\
+    # a comment inside a continuation
+    && mkdir /data
+USER 10001:10001
+HEALTHCHECK --interval=10s CMD ["python", "-c", "print(1)"]
+ENTRYPOINT ["python", "-m", "serving"]
+CMD ["--port", "8000"]
+"""
+
+
+def test_a_good_dockerfile_passes_every_check(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(GOOD_DOCKERFILE)
+
+    assert dockerfile_generic_violations(path) == []
+    assert dockerfile_runtime_violations(path) == []
+    assert hadolint_violations(path) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("# syntax=docker/dockerfile:1\n" + GOOD_DOCKERFILE, "syntax directive"),
+        (GOOD_DOCKERFILE.replace("FROM python:3.11-slim@sha256:" + "0" * 64, "FROM python"), "has no tag"),
+        (GOOD_DOCKERFILE.replace("@sha256:" + "0" * 64, "").replace(":3.11-slim\nCOPY", ":latest\nCOPY"), "latest"),
+        (GOOD_DOCKERFILE.replace("ARG PYTHON_IMAGE=python:3.11-slim", "ARG PYTHON_IMAGE=python"), "has no tag"),
+        (GOOD_DOCKERFILE.replace("ARG PYTHON_IMAGE=python:3.11-slim", "ARG PYTHON_IMAGE"), "variable"),
+    ],
+    ids=["syntax-line", "untagged", "latest", "untagged-via-arg", "unresolvable-arg"],
+)
+def test_generic_check_rejects(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "app.Dockerfile"
+    path.write_text(text)
+
+    violations = dockerfile_generic_violations(path)
+
+    assert any(expected in v for v in violations), violations
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("USER 10001:10001\n", "", "no USER"),
+        ("USER 10001:10001\n", "USER root\n", "(root)"),
+        ("USER 10001:10001\n", "USER 0:0\n", "(root)"),
+        ('HEALTHCHECK --interval=10s CMD ["python", "-c", "print(1)"]\n', "", "no HEALTHCHECK"),
+        ('HEALTHCHECK --interval=10s CMD ["python", "-c", "print(1)"]\n', "HEALTHCHECK NONE\n", "disables"),
+        ('ENTRYPOINT ["python", "-m", "serving"]', "ENTRYPOINT python -m serving", "shell form"),
+        ('CMD ["--port", "8000"]', "CMD exec python -m serving", "shell form"),
+        ('ENTRYPOINT ["python", "-m", "serving"]\nCMD ["--port", "8000"]\n', "", "neither ENTRYPOINT nor CMD"),
+    ],
+    ids=["no-user", "root", "uid-0", "no-healthcheck", "healthcheck-none", "shell-entrypoint", "shell-cmd", "no-cmd"],
+)
+def test_runtime_check_rejects(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in GOOD_DOCKERFILE
+    path = tmp_path / "Dockerfile"
+    path.write_text(GOOD_DOCKERFILE.replace(old, new))
+
+    violations = dockerfile_runtime_violations(path)
+
+    assert any(expected in v for v in violations), violations
+
+
+def test_runtime_checks_look_at_the_final_stage_only(tmp_path: Path) -> None:
+    # USER and HEALTHCHECK in a build stage do not carry over to the image that runs.
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        'FROM python:3.11-slim AS build\nUSER app\nHEALTHCHECK CMD ["true"]\nFROM python:3.11-slim\nCMD ["python"]\n'
+    )
+
+    violations = dockerfile_runtime_violations(path)
+
+    assert any("no USER" in v for v in violations), violations
+    assert any("no HEALTHCHECK" in v for v in violations), violations
+
+
+def test_hadolint_rejects_a_bad_dockerfile(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("FROM python:3.11-slim\nRUN apt-get update && apt-get install -y curl\nCMD python -m x\n")
+
+    violations = hadolint_violations(path)
+
+    assert any("DL3025" in v for v in violations), violations  # CMD not in JSON notation
+    assert any("DL3015" in v for v in violations), violations  # no --no-install-recommends
+
+
+def test_heredoc_bodies_are_not_parsed_as_instructions() -> None:
+    instructions = parse_dockerfile('FROM python:3.11-slim\nRUN <<EOF\nUSER root\nCMD bad\nEOF\nCMD ["x"]\n')
+
+    assert [i.keyword for i in instructions] == ["FROM", "RUN", "CMD"]
+    assert instructions[-1].line == 6
+
+
+# --------------------------------------------------------------------------------------------------------------
+# docker-compose.yml and .env.example
+# --------------------------------------------------------------------------------------------------------------
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, ${NAME:+x}; $$ escapes a $.
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+_REQUIRED_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}")
+# Environment variables that hold a secret, by name.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
+# The user information of a URL (scheme://user:password@host), once interpolations are masked.
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/\s@]+)@")
+
+
+def url_passwords(value: str) -> list[str]:
+    """The password part of every URL in ``value``, interpolations kept as written: in
+    ``postgresql://${USER:-mlops}:${PASSWORD:?set it in .env}@postgres/db`` it is ``${PASSWORD:?set it in .env}``
+    (the ``:`` inside references and the spaces inside their messages do not split anything)."""
+    references: list[str] = []
+
+    def mask(match: re.Match[str]) -> str:
+        references.append(match.group(0))
+        return f"\x00{len(references) - 1}\x00"
+
+    def unmask(text: str) -> str:
+        return re.sub("\x00(\\d+)\x00", lambda match: references[int(match.group(1))], text)
+
+    masked = _INTERPOLATION.sub(mask, value)
+    return [unmask(userinfo.split(":", 1)[1]) for userinfo in _URL_USERINFO.findall(masked) if ":" in userinfo]
+
+
+def resolve_defaults(value: str) -> str:
+    """Interpolate as Compose would with no variable set: ``${X:-d}`` → d; other references are kept."""
+
+    def replace(match: re.Match[str]) -> str:
+        operator, word = match.group(2), match.group(3)
+        return word if operator in (":-", "-") else match.group(0)
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a YAML document (keys too), with a dotted location."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(str(key), f"{path}.{key}(key)")
+            yield from strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from strings(value, f"{path}[{index}]")
+    elif isinstance(node, str):
+        yield path.lstrip("."), node
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {key: value for key, _, value in (str(item).partition("=") for item in env)}
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def is_one_shot(service: dict[str, Any]) -> bool:
+    """The rule for services that need no healthcheck: a one-shot job (init, migration, seeding) is declared
+    with ``restart: "no"`` or ``restart: on-failure[:N]`` — it runs to completion and is waited for with
+    ``condition: service_completed_successfully``. Everything else (``unless-stopped``, ``always`` or no
+    restart policy at all) is a long-running service and must have a healthcheck, whatever its profile."""
+    restart = str(service.get("restart", "")).strip()
+    return restart == "no" or restart.startswith("on-failure")
+
+
+def has_healthcheck(service: dict[str, Any]) -> bool:
+    healthcheck = service.get("healthcheck")
+    return isinstance(healthcheck, dict) and not healthcheck.get("disable") and bool(healthcheck.get("test"))
+
+
+def _port_violations(name: str, ports: list[Any]) -> list[str]:
+    violations = []
+    for port in ports:
+        if isinstance(port, dict):
+            host_ip = resolve_defaults(str(port.get("host_ip", "")))
+            if "published" in port and host_ip != "127.0.0.1":
+                violations.append(f"services.{name}.ports: {port} publishes on {host_ip or 'every interface'}")
+            continue
+        spec = resolve_defaults(str(port))
+        if not spec.startswith("127.0.0.1:"):
+            violations.append(
+                f"services.{name}.ports: {str(port)!r} is not bound to 127.0.0.1 "
+                "(write '127.0.0.1:HOST:CONTAINER' or '${BIND_ADDRESS:-127.0.0.1}:HOST:CONTAINER')"
+            )
+    return violations
+
+
+def compose_violations(compose: dict[str, Any], env_example: set[str]) -> list[str]:
+    """The invariants of docker-compose.yml (schema validity is checked separately)."""
+    violations: list[str] = []
+    services: dict[str, dict[str, Any]] = compose.get("services") or {}
+    for name, service in services.items():
+        where = f"services.{name}"
+        if service.get("privileged"):
+            violations.append(f"{where}: privileged: true")
+        for key in ("network_mode", "pid", "ipc"):
+            if str(service.get(key, "")) == "host":
+                violations.append(f"{where}: {key}: host shares the host's namespace")
+        if "image" in service:
+            problem = image_pin_problem(resolve_defaults(str(service["image"])))
+            if problem:
+                violations.append(f"{where}.image: {problem}")
+        if not is_one_shot(service) and not has_healthcheck(service):
+            violations.append(
+                f'{where}: a long-running service without a healthcheck (one-shot jobs declare restart: "no")'
+            )
+        violations += _port_violations(name, service.get("ports") or [])
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):
+            violations.append(
+                f"{where}.depends_on: {depends_on} is the short form; give each dependency a condition "
+                "(service_healthy, service_completed_successfully)"
+            )
+            depends_on = {}
+        for dependency, spec in depends_on.items():
+            condition = (spec or {}).get("condition")
+            target = services.get(dependency, {})
+            if condition not in ("service_healthy", "service_completed_successfully"):
+                violations.append(
+                    f"{where}.depends_on.{dependency}: condition is {condition!r}; "
+                    "use service_healthy or service_completed_successfully"
+                )
+            elif condition == "service_healthy" and not has_healthcheck(target):
+                violations.append(f"{where}.depends_on.{dependency}: service_healthy on a service with no healthcheck")
+            elif condition == "service_completed_successfully" and not is_one_shot(target):
+                violations.append(
+                    f"{where}.depends_on.{dependency}: service_completed_successfully on a long-running service"
+                )
+        for key, value in environment(service).items():
+            if _SECRET_NAME.search(key) and not key.endswith("_FILE") and not _REQUIRED_ONLY.fullmatch(value):
+                violations.append(
+                    f"{where}.environment.{key}: a secret must come from .env as ${{VAR:?message}}, not {value!r}"
+                )
+    for location, value in strings(compose):
+        for password in url_passwords(value):
+            if not _REQUIRED_ONLY.fullmatch(password):
+                violations.append(f"{location}: a password written in a URL ({password!r}); use ${{VAR:?message}}")
+        for match in _INTERPOLATION.finditer(value):
+            if match.group(2) in (":?", "?") and match.group(1) not in env_example:
+                violations.append(f"{location}: ${{{match.group(1)}:?…}} is required but missing from .env.example")
+    return violations
+
+
+def env_example_keys(text: str) -> set[str]:
+    keys = set()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            keys.add(stripped.removeprefix("export ").split("=", 1)[0].strip())
+    return keys
+
+
+def compose_schema_violations(path: Path) -> list[str]:
+    result = run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path))
+    return [] if result.returncode == 0 else (result.stdout + result.stderr).splitlines()
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    assert COMPOSE_FILE.exists(), "docker-compose.yml is missing"
+    violations = compose_schema_violations(COMPOSE_FILE)
+    assert not violations, f"docker-compose.yml against the compose-spec schema:{report(violations)}"
+
+
+def test_compose_file_invariants() -> None:
+    assert COMPOSE_FILE.exists(), "docker-compose.yml is missing"
+    assert ENV_EXAMPLE.exists(), ".env.example is missing (it lists the variables docker-compose.yml requires)"
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+
+    violations = compose_violations(compose, env_example_keys(ENV_EXAMPLE.read_text()))
+
+    assert not violations, f"docker-compose.yml:{report(violations)}"
+
+
+GOOD_COMPOSE: dict[str, Any] = {
+    "name": "demo",
+    "services": {
+        "postgres": {
+            "image": "postgres:16",
+            "restart": "unless-stopped",
+            "environment": {"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set it in .env}"},
+            "healthcheck": {"test": ["CMD", "pg_isready"], "interval": "5s"},
+            "ports": ["${BIND_ADDRESS:-127.0.0.1}:5432:5432"],
+        },
+        "migrate": {
+            "image": "ghcr.io/acme/app:${APP_TAG:-0.1.0}",
+            "restart": "no",
+            "command": ["migrate", "postgresql://${PGUSER:-mlops}:${POSTGRES_PASSWORD:?set it in .env}@postgres/db"],
+            "depends_on": {"postgres": {"condition": "service_healthy"}},
+        },
+        "app": {
+            "build": {"context": ".", "dockerfile": "docker/app.Dockerfile"},
+            "healthcheck": {"test": ["CMD", "true"]},
+            "ports": [{"target": 8000, "published": 8000, "host_ip": "127.0.0.1"}, "127.0.0.1:9000:9000"],
+            "environment": ["API_TOKEN=${API_TOKEN:?set it in .env}", "LOG_LEVEL=info"],
+            "depends_on": {
+                "postgres": {"condition": "service_healthy"},
+                "migrate": {"condition": "service_completed_successfully"},
+            },
+        },
+    },
+}
+GOOD_ENV_EXAMPLE = "# secrets\nPOSTGRES_PASSWORD=change-me\nAPI_TOKEN=change-me\n"
+
+
+def compose_with(tmp_path: Path, patch: dict[str, Any]) -> dict[str, Any]:
+    """GOOD_COMPOSE with ``patch`` deep-merged into its services (a None value deletes the key)."""
+
+    def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in override.items():
+            if value is None:
+                out.pop(key, None)
+            elif isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+
+    compose = merge(GOOD_COMPOSE, {"services": patch})
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(compose, sort_keys=False))
+    return compose
+
+
+def test_a_good_compose_file_passes(tmp_path: Path) -> None:
+    compose = compose_with(tmp_path, {})
+
+    assert compose_violations(compose, env_example_keys(GOOD_ENV_EXAMPLE)) == []
+    assert compose_schema_violations(tmp_path / "docker-compose.yml") == []
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"app": {"privileged": True}}, "privileged"),
+        ({"app": {"network_mode": "host", "ports": None}}, "network_mode: host"),
+        ({"postgres": {"image": "postgres"}}, "has no tag"),
+        ({"postgres": {"image": "postgres:latest"}}, "latest"),
+        ({"migrate": {"image": "ghcr.io/acme/app:${APP_TAG}"}}, "variable without a default"),
+        ({"postgres": {"healthcheck": None}}, "without a healthcheck"),
+        ({"postgres": {"healthcheck": {"disable": True}}}, "without a healthcheck"),
+        ({"migrate": {"restart": None}}, "without a healthcheck"),
+        ({"postgres": {"ports": ["5432:5432"]}}, "not bound to 127.0.0.1"),
+        ({"postgres": {"ports": ["0.0.0.0:5432:5432"]}}, "not bound to 127.0.0.1"),
+        ({"postgres": {"ports": ["${BIND_ADDRESS:-0.0.0.0}:5432:5432"]}}, "not bound to 127.0.0.1"),
+        ({"app": {"ports": [{"target": 8000, "published": 8000}]}}, "every interface"),
+        ({"postgres": {"environment": {"POSTGRES_PASSWORD": "postgres"}}}, "a secret must come from .env"),
+        ({"postgres": {"environment": {"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-postgres}"}}}, "from .env"),
+        ({"app": {"environment": ["API_TOKEN=abc123"]}}, "a secret must come from .env"),
+        ({"migrate": {"command": ["migrate", "postgresql://mlops:hunter2@postgres/db"]}}, "password written in"),
+        ({"migrate": {"command": ["m", "postgresql://${U:-mlops}:${P:-hunter2}@postgres/db"]}}, "password written in"),
+        ({"migrate": {"environment": {"DB_URL": "redis://:hunter2@redis:6379/0"}}}, "password written in"),
+        ({"app": {"environment": ["API_TOKEN=${MISSING_TOKEN:?set it}"]}}, "missing from .env.example"),
+        ({"app": {"depends_on": ["postgres"]}}, "short form"),
+        ({"app": {"depends_on": {"postgres": {"condition": "service_started"}}}}, "condition is 'service_started'"),
+        ({"migrate": {"depends_on": {"app": {"condition": "service_completed_successfully"}}}}, "long-running"),
+    ],
+    ids=[
+        "privileged", "network-host", "untagged-image", "latest-image", "unresolvable-tag", "no-healthcheck",
+        "healthcheck-disabled", "no-restart-policy-is-long-running", "port-all-interfaces", "port-0.0.0.0",
+        "port-default-0.0.0.0", "long-port-no-host-ip", "literal-password", "default-password", "literal-token",
+        "password-in-url", "default-password-in-url", "password-only-url",
+        "required-var-not-in-env-example", "depends-on-list", "depends-on-started",
+        "completed-on-long-running",
+    ],
+)  # fmt: skip
+def test_compose_check_rejects(tmp_path: Path, patch: dict[str, Any], expected: str) -> None:
+    compose = compose_with(tmp_path, patch)
+
+    violations = compose_violations(compose, env_example_keys(GOOD_ENV_EXAMPLE))
+
+    assert any(expected in v for v in violations), violations
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("postgresql+psycopg://${U:-mlops}:${P:?set P in .env (cp it)}@db:5432/x", ["${P:?set P in .env (cp it)}"]),
+        ("postgresql://mlops:s3cret@db/x and http://user@host/ and http://host:80/", ["s3cret"]),
+        ("redis://:${REDIS_PASSWORD:?}@redis:6379", ["${REDIS_PASSWORD:?}"]),
+        ("http://mlflow:5000", []),
+    ],
+    ids=["interpolated", "literal", "password-only", "no-userinfo"],
+)  # fmt: skip
+def test_url_passwords(value: str, expected: list[str]) -> None:
+    assert url_passwords(value) == expected
+
+
+def test_compose_schema_check_rejects_an_invalid_file(tmp_path: Path) -> None:
+    compose_with(tmp_path, {"app": {"healthcheck": {"test": ["CMD", "true"], "intervall": "5s"}}})
+
+    violations = compose_schema_violations(tmp_path / "docker-compose.yml")
+
+    assert any("intervall" in v for v in violations), violations
+
+
+# --------------------------------------------------------------------------------------------------------------
+# .dockerignore
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go filepath.Match syntax plus ``**``) as a regex on slash-separated paths."""
+    out, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+            continue
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", index)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                out.append("[" + pattern[index + 1 : end].replace("!", "^", 1) + "]")
+                index = end
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return re.compile("".join(out))
+
+
+def dockerignore_excludes(patterns_text: str, path: str) -> bool:
+    """Whether Docker leaves ``path`` (relative to the build context) out of the context: the last matching
+    pattern wins, ``!`` re-includes, and a pattern that matches a directory excludes everything below it."""
+    excluded = False
+    parents = path.split("/")
+    candidates = ["/".join(parents[: i + 1]) for i in range(len(parents))]
+    for raw in patterns_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:].strip() if negate else line
+        pattern = re.sub(r"/+", "/", pattern).strip("/") or "."
+        regex = _pattern_regex(pattern)
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            excluded = not negate
+    return excluded
+
+
+# What must never be sent to the daemon: secrets, the host's venv, data and local stores, caches.
+MUST_EXCLUDE = (
+    ".env",
+    ".venv/bin/python",
+    ".tools/bin/uv",
+    "data/raw/transactions.parquet",
+    "mlflow.db",
+    "mlruns/0/meta.yaml",
+    "mlartifacts/1/model.pkl",
+    ".pytest_cache/v/cache/nodeids",
+    ".mypy_cache/3.11/cache.db",
+    ".ruff_cache/content",
+    "__pycache__/x.cpython-311.pyc",
+    "src/mlops_recipes/__pycache__/cli.cpython-311.pyc",
+    ".git/HEAD",
+)
+# What the images are built from.
+MUST_INCLUDE = ("pyproject.toml", "uv.lock", "src/mlops_recipes/cli.py", "serving/__init__.py")
+
+
+def dockerignore_violations(text: str) -> list[str]:
+    return [
+        f"{p} is sent to the build context (not excluded)" for p in MUST_EXCLUDE if not dockerignore_excludes(text, p)
+    ] + [f"{p} is excluded but the images are built from it" for p in MUST_INCLUDE if dockerignore_excludes(text, p)]
+
+
+def test_dockerignore_keeps_secrets_data_and_caches_out_of_the_build_context() -> None:
+    assert DOCKERIGNORE.exists(), ".dockerignore is missing: the whole directory (.env, .venv, data) goes to the daemon"
+
+    violations = dockerignore_violations(DOCKERIGNORE.read_text())
+
+    assert not violations, f".dockerignore:{report(violations)}"
+
+
+def build_sources(dockerfile_text: str) -> list[tuple[int, str]]:
+    """What a Dockerfile reads from its build context: COPY/ADD sources (not ``--from`` a stage or image) and
+    ``RUN --mount=type=bind`` sources, with their line numbers."""
+    sources: list[tuple[int, str]] = []
+    for instruction in parse_dockerfile(dockerfile_text):
+        if instruction.keyword in ("COPY", "ADD"):
+            args = instruction.args
+            tokens = json.loads(args) if _is_exec_form(args) else args.split()
+            if any(token.startswith("--from") for token in tokens):
+                continue
+            paths = [token for token in tokens if not token.startswith(("--", "<<"))]
+            sources += [(instruction.line, source) for source in paths[:-1]]
+        elif instruction.keyword == "RUN":
+            for mount in re.findall(r"--mount=(\S+)", instruction.args):
+                options = {key: value for key, _, value in (option.partition("=") for option in mount.split(","))}
+                if options.get("type") == "bind" and "from" not in options:
+                    sources.append((instruction.line, options.get("source", options.get("src", "."))))
+    return sources
+
+
+def build_context_violations(compose: dict[str, Any], root: Path) -> list[str]:
+    """Every file a compose-built Dockerfile copies exists and is sent to the daemon: an over-broad
+    .dockerignore (or a renamed file) fails the build only when someone runs it. BuildKit reads
+    ``<Dockerfile>.dockerignore`` when there is one, else ``<context>/.dockerignore``."""
+    violations: list[str] = []
+    builds = set()
+    for service in (compose.get("services") or {}).values():
+        build = service.get("build")
+        if isinstance(build, str):
+            builds.add((build, "Dockerfile"))
+        elif isinstance(build, dict):
+            builds.add((str(build.get("context", ".")), str(build.get("dockerfile", "Dockerfile"))))
+    for context_name, dockerfile_name in sorted(builds):
+        context = (root / context_name).resolve()
+        dockerfile = context / dockerfile_name
+        if not dockerfile.is_file():
+            violations.append(f"build {dockerfile_name} (context {context_name}): the Dockerfile does not exist")
+            continue
+        own_ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+        ignore_file = own_ignore if own_ignore.exists() else context / ".dockerignore"
+        ignore_text = ignore_file.read_text() if ignore_file.exists() else ""
+        for line, source in build_sources(dockerfile.read_text()):
+            relative = source.lstrip("/").removeprefix("./") or "."
+            matches = sorted(context.glob(relative)) if any(c in relative for c in "*?[") else [context / relative]
+            if not matches or not all(match.exists() for match in matches):
+                violations.append(f"{dockerfile_name}:{line}: {source} does not exist in the build context")
+            for match in matches:
+                name = match.relative_to(context).as_posix()
+                if name != "." and dockerignore_excludes(ignore_text, name):
+                    violations.append(f"{dockerfile_name}:{line}: {name} is excluded by {ignore_file.name}")
+    return violations
+
+
+def test_every_file_the_images_copy_is_in_the_build_context() -> None:
+    assert COMPOSE_FILE.exists(), "docker-compose.yml is missing"
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert any("build" in service for service in compose["services"].values()), "compose builds no image"
+
+    violations = build_context_violations(compose, REPO_ROOT)
+
+    assert not violations, f"build contexts of docker-compose.yml:{report(violations)}"
+
+
+def test_build_context_check_rejects_missing_and_ignored_sources(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("")
+    (tmp_path / "uv.lock").write_text("")
+    (tmp_path / "docker" / "app.Dockerfile").write_text(
+        "FROM python:3.11-slim AS build\n"
+        "RUN --mount=type=bind,source=uv.lock,target=uv.lock --mount=type=cache,target=/root/.cache true\n"
+        "FROM python:3.11-slim\n"
+        "COPY --from=build /opt/venv /opt/venv\n"
+        'COPY ["src", "/app/src"]\n'
+        "COPY --chown=1:1 README.md docker/*.sh /app/\n"
+    )
+    compose = {"services": {"app": {"build": {"context": ".", "dockerfile": "docker/app.Dockerfile"}}}}
+    (tmp_path / ".dockerignore").write_text("*.lock\n")
+
+    violations = build_context_violations(compose, tmp_path)
+
+    assert violations == [
+        "docker/app.Dockerfile:2: uv.lock is excluded by .dockerignore",
+        "docker/app.Dockerfile:6: README.md does not exist in the build context",
+        "docker/app.Dockerfile:6: docker/*.sh does not exist in the build context",
+    ]
+    # A Dockerfile's own ignore file takes precedence over the context's.
+    (tmp_path / "README.md").write_text("")
+    (tmp_path / "docker" / "entrypoint.sh").write_text("")
+    (tmp_path / "docker" / "app.Dockerfile.dockerignore").write_text("src\n")
+    assert build_context_violations(compose, tmp_path) == [
+        "docker/app.Dockerfile:5: src is excluded by app.Dockerfile.dockerignore"
+    ]
+
+
+GOOD_DOCKERIGNORE = """\
+# secrets and local state
+.env
+.venv/
+.tools
+/data
+mlflow.db
+mlruns
+mlartifacts
+.git
+**/__pycache__
+.*_cache
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD_DOCKERIGNORE, []),
+        (GOOD_DOCKERIGNORE.replace(".env\n", ""), [".env is sent"]),
+        (GOOD_DOCKERIGNORE.replace("**/__pycache__", "__pycache__"), ["src/mlops_recipes/__pycache__"]),
+        (GOOD_DOCKERIGNORE + "!data/raw\n", ["data/raw/transactions.parquet is sent"]),
+        (GOOD_DOCKERIGNORE + "*.toml\n", ["pyproject.toml is excluded"]),
+        (GOOD_DOCKERIGNORE.replace("/data", "data/*.csv"), ["data/raw/transactions.parquet is sent"]),
+    ],
+    ids=["good", "env-missing", "nested-pycache", "negation", "over-broad", "too-narrow"],
+)
+def test_dockerignore_check(text: str, expected: list[str]) -> None:
+    violations = dockerignore_violations(text)
+
+    assert [e for e in expected if not any(v.startswith(e) for v in violations)] == [], violations
+    if not expected:
+        assert violations == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GitHub workflows
+# --------------------------------------------------------------------------------------------------------------
+
+
+def workflows() -> list[Path]:
+    return sorted([*WORKFLOWS_DIR.glob("*.yml"), *WORKFLOWS_DIR.glob("*.yaml")])
+
+
+def workflow_schema_violations(path: Path) -> list[str]:
+    result = run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path))
+    return [] if result.returncode == 0 else (result.stdout + result.stderr).splitlines()
+
+
+def zizmor_findings(*paths: Path) -> list[str]:
+    result = run(
+        tool("zizmor"), "--offline", "--no-progress", "--color", "never", "--show-audit-urls", "never",
+        *map(str, paths),
+    )  # fmt: skip
+    if result.returncode == 0:
+        return []
+    return (result.stdout + result.stderr).splitlines() or [f"zizmor exited {result.returncode}"]
+
+
+_SHA_PIN = re.compile(r"[^@\s]+@[0-9a-f]{40}")
+
+
+def workflow_policy_violations(workflow: dict[str, Any]) -> list[str]:
+    """Least privilege and bounded runs: read-only token by default, actions pinned to a commit SHA, every job
+    with a timeout, write permissions only on a job that runs on a tag."""
+    violations = []
+    if workflow.get("permissions") != {"contents": "read"}:
+        violations.append(f"permissions: {workflow.get('permissions')!r}; the workflow default must be contents: read")
+    for name, job in (workflow.get("jobs") or {}).items():
+        if "timeout-minutes" not in job:
+            violations.append(f"jobs.{name}: no timeout-minutes")
+        writes = [scope for scope, level in (job.get("permissions") or {}).items() if level == "write"]
+        if writes and "refs/tags/" not in str(job.get("if", "")):
+            violations.append(f"jobs.{name}: {writes} write permission on a job that does not run only on tags")
+        for index, step in enumerate(job.get("steps") or []):
+            uses = step.get("uses")
+            if uses and not uses.startswith(("./", "docker://")) and not _SHA_PIN.fullmatch(uses):
+                violations.append(f"jobs.{name}.steps[{index}]: uses {uses}; pin the action to a full commit SHA")
+    return violations
+
+
+@pytest.mark.parametrize("path", workflows(), ids=lambda p: p.name)
+def test_workflow_matches_the_github_workflows_schema(path: Path) -> None:
+    violations = workflow_schema_violations(path)
+    assert not violations, f"{path.relative_to(REPO_ROOT)}:{report(violations)}"
+
+
+@pytest.mark.parametrize("path", workflows(), ids=lambda p: p.name)
+def test_workflow_policy(path: Path) -> None:
+    violations = workflow_policy_violations(yaml.safe_load(path.read_text()))
+    assert not violations, f"{path.relative_to(REPO_ROOT)}:{report(violations)}"
+
+
+def test_zizmor_finds_nothing_in_the_workflows() -> None:
+    assert workflows(), f"no workflow under {WORKFLOWS_DIR.relative_to(REPO_ROOT)}"
+    findings = zizmor_findings(*workflows())
+    assert not findings, f"zizmor --offline:{report(findings)}"
+
+
+BAD_WORKFLOW = """\
+name: bad
+on:
+  pull_request_target:
+permissions: write-all
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          ref: ${{ github.event.pull_request.head.sha }}
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+
+
+def test_workflow_checks_reject_a_bad_workflow(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(BAD_WORKFLOW)
+
+    findings = "\n".join(zizmor_findings(path))
+    policy = workflow_policy_violations(yaml.safe_load(BAD_WORKFLOW))
+
+    assert "template-injection" in findings, findings
+    assert "dangerous-triggers" in findings, findings
+    assert any("contents: read" in v for v in policy), policy
+    assert any("timeout-minutes" in v for v in policy), policy
+    assert any("full commit SHA" in v for v in policy), policy
+
+
+def test_workflow_schema_check_rejects_an_invalid_workflow(tmp_path: Path) -> None:
+    path = tmp_path / "invalid.yml"
+    path.write_text("on: push\njobs:\n  test:\n    runs-on: ubuntu-24.04\n    timeout-minutes: 5\n    stepz: []\n")
+
+    violations = workflow_schema_violations(path)
+
+    assert violations, "check-jsonschema accepted a job with no steps"
+
+
+def test_write_permission_must_be_limited_to_tag_jobs() -> None:
+    workflow = {
+        "permissions": {"contents": "read"},
+        "jobs": {
+            "release": {"timeout-minutes": 5, "permissions": {"packages": "write"}, "steps": []},
+            "tagged": {
+                "timeout-minutes": 5,
+                "if": "startsWith(github.ref, 'refs/tags/v')",
+                "permissions": {"packages": "write"},
+                "steps": [],
+            },
+        },
+    }
+
+    assert workflow_policy_violations(workflow) == [
+        "jobs.release: ['packages'] write permission on a job that does not run only on tags"
+    ]
