@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default="fraud-detection", validation_alias=AliasChoices("MLFLOW_EXPERIMENT_NAME", "MLOPS_EXPERIMENT_NAME")
     )
     model_name: str = "fraud-detector"
+    # The feedback loop (flows/monitor.py): where the retraining alerts are read, and whether they may retrain.
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://")
+    auto_retrain: bool = True
 
     @field_validator("project_root")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 
 def free_port() -> int:
@@ -271,3 +273,101 @@ def scrape() -> Callable[[ServiceProcess], Metrics]:
 def unused_port() -> Callable[[], int]:
     """A function returning a free loopback port (for servers a test starts itself)."""
     return free_port
+
+
+# --- Prefect and Prometheus, for the flows and the monitoring tests -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One ephemeral Prefect API for the whole session (starting it costs ~15 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+class PrometheusProcess:
+    """The real Prometheus binary on a loopback port, scraping one target every second."""
+
+    def __init__(self, rule_files: list[Path], target: str, directory: Path) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus not found: install Debian's 'prometheus' package (.ci/run does)", pytrace=False)
+        config = directory / "prometheus.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(path) for path in rule_files],
+                    "scrape_configs": [{"job_name": "fraud-serving", "static_configs": [{"targets": [target]}]}],
+                }
+            )
+        )
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self._process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'tsdb'}",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def query(self, expr: str) -> dict[str, Any] | None:
+        """The API's answer to an instant query, or None while Prometheus is still starting."""
+        try:
+            response = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5)
+        except httpx.TransportError:
+            return None
+        if response.status_code == 400:
+            pytest.fail(f"query does not parse: {expr}: {response.text}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def firing(self) -> set[str]:
+        """Names of the alerts firing now."""
+        try:
+            response = httpx.get(self.url + "/api/v1/alerts", timeout=5)
+        except httpx.TransportError:
+            return set()
+        return {a["labels"]["alertname"] for a in response.json()["data"]["alerts"] if a["state"] == "firing"}
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(30)
+
+
+def rules_without_for(source: Path, directory: Path) -> Path:
+    """A copy of a rule file whose alerts fire on the first evaluation (tests cannot wait out ``for: 15m``)."""
+    groups = yaml.safe_load(source.read_text())
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("for", None)
+    copy = directory / f"{source.stem}.nofor.yml"
+    copy.write_text(yaml.safe_dump(groups))
+    return copy
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess]]:
+    """``start_prometheus(rule_files, "127.0.0.1:port", fire_at_once=False)``: a Prometheus scraping that target.
+
+    ``fire_at_once`` drops the alerts' ``for:`` durations. Every Prometheus started is stopped at teardown.
+    """
+    started: list[PrometheusProcess] = []
+
+    def start(rule_files: list[Path], target: str, *, fire_at_once: bool = False) -> PrometheusProcess:
+        directory = tmp_path / f"prometheus-{len(started)}"
+        directory.mkdir()
+        if fire_at_once:
+            rule_files = [rules_without_for(path, directory) for path in rule_files]
+        prometheus = PrometheusProcess(rule_files, target, directory)
+        started.append(prometheus)
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()

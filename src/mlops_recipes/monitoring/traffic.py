@@ -1,0 +1,190 @@
+r"""Live-like traffic for the scoring service, optionally shifted with the generator's drift knobs.
+
+The drift demo and the drift tests use it. Traffic replays the project's own recent transactions (the last days
+of ``data/validated/``: customers and merchants the online store knows, with their real habits), re-timed to
+today at their time of day, and applies the knobs of :class:`~mlops_recipes.params.DriftParams` the way the
+generator does: amounts scaled, a share of transactions moved to (or from) the online channel, fraud over- or
+under-sampled. Requests go to ``/predict/batch``; with ``--labels`` the known outcomes follow on ``/feedback``,
+as confirmed labels would days later, so live precision and recall move too.
+
+    python -m mlops_recipes.monitoring.traffic --rows 3000                      # like the training data
+    python -m mlops_recipes.monitoring.traffic --rows 3000 --amount-scale 4 \
+        --online-share-shift 0.4 --labels                                        # shifted: drift alerts fire
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_recipes.core.schema import MAX_AMOUNT
+from mlops_recipes.params import DriftParams
+from mlops_recipes.settings import Settings
+
+_SECONDS_PER_DAY = 86_400
+_GIVE_UP_AFTER = 3  # failed first requests before concluding that nothing listens at the URL
+
+
+@dataclass(frozen=True)
+class TrafficSummary:
+    """What was sent and how the service answered."""
+
+    sent: int
+    failed_requests: int
+    flagged: int
+    labels_matched: int
+
+
+def recent_transactions(settings: Settings, *, days: int = 7) -> pd.DataFrame:
+    """The last ``days`` of the project's validated transactions (run the pipeline first)."""
+    path = settings.validated_transactions
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the pipeline first (make run)")
+    frame = pd.read_parquet(
+        path, columns=["customer_id", "merchant_id", "amount", "channel", "event_timestamp", "is_fraud"]
+    )
+    latest = frame["event_timestamp"].max()
+    recent: pd.DataFrame = frame[frame["event_timestamp"] > latest - pd.Timedelta(days=days)]
+    return recent.reset_index(drop=True)
+
+
+def live_transactions(
+    recent: pd.DataFrame, drift: DriftParams, *, rows: int, seed: int, id_prefix: str = "live"
+) -> list[dict[str, Any]]:
+    """``rows`` request bodies (plus their ``is_fraud`` outcome) drawn from ``recent`` under ``drift``."""
+    if recent.empty:
+        raise ValueError("no recent transactions to replay")
+    rng = np.random.default_rng(seed)
+    is_fraud = recent["is_fraud"].to_numpy(dtype=bool)
+    weights = np.where(is_fraud, drift.fraud_multiplier, 1.0)
+    if weights.sum() == 0:
+        raise ValueError("fraud_multiplier=0 leaves nothing to replay: the recent window has only fraud")
+    picked = recent.iloc[rng.choice(len(recent), size=rows, p=weights / weights.sum())].reset_index(drop=True)
+
+    channel = picked["channel"].to_numpy(dtype=object).copy()
+    online = channel == "online"
+    shift = drift.online_share_shift
+    if shift > 0 and (~online).any():  # move a share of the other channels online: the online share rises by ~shift
+        move = ~online & (rng.random(rows) < min(1.0, shift / max((~online).mean(), 1e-9)))
+        channel[move] = "online"
+    elif shift < 0 and online.any():
+        move = online & (rng.random(rows) < min(1.0, -shift / max(online.mean(), 1e-9)))
+        channel[move] = "pos"
+    amount = np.minimum(picked["amount"].to_numpy(dtype=float) * drift.amount_scale, MAX_AMOUNT)
+
+    customers = picked["customer_id"].to_numpy(dtype=np.int64)
+    merchants = picked["merchant_id"].to_numpy(dtype=np.int64)
+    outcomes = picked["is_fraud"].to_numpy(dtype=bool)
+    today = pd.Timestamp.now(tz="UTC").normalize().timestamp()
+    seconds = picked["event_timestamp"].astype("int64").to_numpy() // 1_000_000_000
+    event_time = today + np.mod(seconds, _SECONDS_PER_DAY)  # today, at the transaction's time of day
+    return [
+        {
+            "transaction_id": f"{id_prefix}-{i}",
+            "customer_id": int(customers[i]),
+            "merchant_id": int(merchants[i]),
+            "amount": round(float(amount[i]), 2),
+            "channel": str(channel[i]),
+            "event_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(event_time[i]))),
+            "is_fraud": bool(outcomes[i]),
+        }
+        for i in range(rows)
+    ]
+
+
+def _post(url: str, body: dict[str, Any], *, api_key: str | None, timeout: float) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["X-API-Key"] = api_key
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--url must be http(s), got {url!r}")
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")  # noqa: S310 - checked above
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - checked above
+        result: dict[str, Any] = json.load(response)
+        return result
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def send(
+    url: str,
+    transactions: list[dict[str, Any]],
+    *,
+    batch: int = 50,
+    rate: float | None = None,
+    labels: bool = False,
+    api_key: str | None = None,
+    timeout: float = 10.0,
+) -> TrafficSummary:
+    """Score ``transactions`` in batches (at most ``rate`` rows/s), then send their labels if asked."""
+    base = url.rstrip("/")
+    failed = flagged = matched = 0
+    scored: list[dict[str, Any]] = []
+    for chunk in _chunks(transactions, batch):
+        started = time.monotonic()
+        body = {"transactions": [{k: v for k, v in t.items() if k != "is_fraud"} for t in chunk]}
+        try:
+            result = _post(f"{base}/predict/batch", body, api_key=api_key, timeout=timeout)
+        except (urllib.error.URLError, TimeoutError) as error:
+            failed += 1
+            print(f"request failed: {error}", file=sys.stderr)  # noqa: T201 - a command-line tool
+            if not scored and failed >= _GIVE_UP_AFTER:
+                raise ConnectionError(f"{base} does not answer ({error}); is the service running?") from error
+            continue
+        flagged += sum(p["is_fraud"] for p in result["predictions"])
+        scored += chunk
+        if rate:
+            time.sleep(max(0.0, len(chunk) / rate - (time.monotonic() - started)))
+    if labels:
+        for chunk in _chunks(scored, batch):
+            body = {"labels": [{"transaction_id": t["transaction_id"], "is_fraud": t["is_fraud"]} for t in chunk]}
+            matched += _post(f"{base}/feedback", body, api_key=api_key, timeout=timeout)["matched"]
+    return TrafficSummary(sent=len(scored), failed_requests=failed, flagged=flagged, labels_matched=matched)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: send (optionally shifted) traffic to a running service."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=50, help="transactions per /predict/batch call")
+    parser.add_argument("--rate", type=float, default=None, help="rows per second (default: as fast as answered)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--days", type=int, default=7, help="replay the last DAYS of the validated data")
+    parser.add_argument("--amount-scale", type=float, default=1.0, help="drift: multiply amounts")
+    parser.add_argument("--online-share-shift", type=float, default=0.0, help="drift: more (or fewer) online")
+    parser.add_argument("--fraud-multiplier", type=float, default=1.0, help="drift: more (or less) fraud")
+    parser.add_argument("--labels", action="store_true", help="then send the generated outcomes to /feedback")
+    parser.add_argument("--api-key", default=None, help="X-API-Key, if the service requires one")
+    args = parser.parse_args(argv)
+
+    drift = DriftParams(
+        amount_scale=args.amount_scale,
+        online_share_shift=args.online_share_shift,
+        fraud_multiplier=args.fraud_multiplier,
+    )
+    recent = recent_transactions(Settings(), days=args.days)
+    transactions = live_transactions(recent, drift, rows=args.rows, seed=args.seed)
+    summary = send(args.url, transactions, batch=args.batch, rate=args.rate, labels=args.labels, api_key=args.api_key)
+    print(  # noqa: T201 - a command-line tool
+        f"sent {summary.sent} transactions ({summary.flagged} flagged as fraud), "
+        f"{summary.failed_requests} failed requests, {summary.labels_matched} labels matched"
+    )
+    return 1 if summary.failed_requests else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
