@@ -28,7 +28,7 @@ from serving.features import FeatureStoreUnavailable, OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.middleware import ServiceMiddleware
 from serving.model import LoadedModel, ModelManager, ModelNotReady
-from serving.monitoring import LiveMonitor
+from serving.monitoring import LiveMonitor, ProcessSampler
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -66,6 +66,7 @@ class ServiceState:
     features: OnlineFeatures
     scoring_slots: asyncio.Semaphore
     monitor: LiveMonitor
+    process: ProcessSampler
 
 
 # Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.
@@ -160,8 +161,9 @@ _WATCHED_ALIASES = ("champion", "challenger")
 
 
 def _publish_monitoring(state: ServiceState) -> None:
-    """One monitoring round: drift gauges, online-store freshness, registry aliases. Failures only log."""
+    """One monitoring round: drift, worker resources, online-store freshness, registry aliases. Failures only log."""
     state.monitor.publish_drift()
+    state.process.sample()
     try:
         for view, seconds in state.features.materialized_until().items():
             state.metrics.feature_freshness.labels(view).set(seconds)
@@ -225,6 +227,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
             min_rows=serving.drift_min_rows,
             remembered_scores=serving.remembered_scores,
         ),
+        process=ProcessSampler(metrics),
     )
     app = FastAPI(
         title="mlops-recipes fraud scoring",

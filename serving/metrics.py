@@ -64,6 +64,8 @@ class ServiceMetrics:
     served_model_metric: Gauge
     registry_alias_version: Gauge
     feature_freshness: Gauge
+    worker_memory: Gauge
+    worker_cpu: Counter
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -191,6 +193,19 @@ class ServiceMetrics:
                 "End of the latest materialization of each feature view into the online store (Unix time).",
                 ["feature_view"],
                 multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            # Per worker, sampled by the monitoring timer: the standard process collector does not work across
+            # worker processes (it would report only the one that answers the scrape).
+            worker_memory=Gauge(
+                "worker_resident_memory_bytes",
+                "Resident memory of the service's worker processes (summed over live workers).",
+                multiprocess_mode="livesum",
+                registry=registry,
+            ),
+            worker_cpu=Counter(
+                "worker_cpu_seconds_total",
+                "CPU time (user + system) of the service's worker processes.",
                 registry=registry,
             ),
         )

@@ -11,6 +11,7 @@ the counters into live precision and recall over any window.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -136,3 +137,27 @@ def publish_model(metrics: ServiceMetrics, model: LoadedModel) -> None:
     """Gauges of the served model's holdout metrics (what the pipeline dashboard shows)."""
     for name, value in model.holdout_metrics.items():
         metrics.served_model_metric.labels(name).set(value)
+
+
+class ProcessSampler:
+    """This worker's resident memory and CPU time, into the worker gauges (called by the monitoring timer)."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+        self._cpu_seen = 0.0
+        self._page_size = resource.getpagesize()
+
+    def sample(self) -> None:
+        """Set the memory gauge and add the CPU time used since the last sample."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = usage.ru_utime + usage.ru_stime
+        self._metrics.worker_cpu.inc(max(cpu - self._cpu_seen, 0.0))
+        self._cpu_seen = cpu
+        self._metrics.worker_memory.set(self._resident_bytes(usage.ru_maxrss * 1024))
+
+    def _resident_bytes(self, fallback: int) -> int:
+        try:  # Linux: the current resident set, in pages
+            with open("/proc/self/statm", encoding="ascii") as statm:
+                return int(statm.read().split()[1]) * self._page_size
+        except (OSError, IndexError, ValueError):
+            return fallback  # elsewhere: the peak, which is what getrusage knows
