@@ -19,12 +19,24 @@ pytestmark = pytest.mark.integration
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "fraud-serving.json"
-RULES = MONITORING / "prometheus" / "rules" / "serving.yml"
+# Every rule file, as prometheus.yml loads them (rule_files: rules/*.yml).
+RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Panels that query, rows left out (a collapsed row holds its panels)."""
+    panels = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            panels += panel.get("panels", [])
+        else:
+            panels.append(panel)
+    return panels
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    return [(panel["title"], target["expr"]) for panel in _panels(dashboard) for target in panel["targets"]]
 
 
 def test_grafana_files_use_the_provisioned_datasource_by_uid() -> None:
@@ -33,7 +45,7 @@ def test_grafana_files_use_the_provisioned_datasource_by_uid() -> None:
     text = DASHBOARD.read_text()
     assert "${DS_" not in text  # exported-for-sharing inputs are not resolved by file provisioning
     dashboard = json.loads(text)
-    for panel in dashboard["panels"]:
+    for panel in _panels(dashboard):
         assert panel["datasource"]["uid"] in uids, panel["title"]
         assert all(target["datasource"]["uid"] in uids for target in panel["targets"]), panel["title"]
 
@@ -52,7 +64,7 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
+                "rule_files": [str(path) for path in RULE_FILES],
                 "scrape_configs": [{"job_name": "fraud-serving", "static_configs": [{"targets": [target]}]}],
             }
         )
@@ -95,8 +107,13 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
 
 
 def _recording_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load(RULES.read_text())
-    return [rule for group in rules["groups"] for rule in group["rules"] if "record" in rule]
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    ]
 
 
 def _query(api: str, expr: str) -> dict[str, Any] | None:

@@ -93,11 +93,11 @@ class _SLO(_Strict):
     def _ratio_below_one(cls, value: float) -> float:
         if value >= 1:
             raise ValueError(
-                f"{value:g} is not below 1: write the objective as a ratio (99.5 % is 0.995); "
-                "an objective of 1 (100 %) leaves no error budget to alert on"
+                "must be a ratio below 1 (99.5 % is 0.995): an objective of 1 (100 %) leaves no error budget "
+                "to alert on"
             )
         if value <= 0:
-            raise ValueError(f"{value:g} is not above 0: write the objective as a ratio (99.5 % is 0.995)")
+            raise ValueError("must be a ratio above 0 (99.5 % is 0.995)")
         return value
 
     @field_validator("window")
@@ -187,7 +187,9 @@ def _format_errors(error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {message} (got {item.get('input')!r})")
+        given = item.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)
 
 
