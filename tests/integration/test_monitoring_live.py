@@ -21,6 +21,9 @@ MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "fraud-serving.json"
 # Every rule file, as prometheus.yml loads them (rule_files: rules/*.yml).
 RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
+# Rule files whose records need more than scoring traffic (delayed labels, a full drift window): loaded here
+# all the same, but not required to return data; test_monitoring_drift.py drives the traffic they need.
+RECORDS_CHECKED_ELSEWHERE = {"model.yml"}
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,6 +113,7 @@ def _recording_rules() -> list[dict[str, Any]]:
     return [
         rule
         for path in RULE_FILES
+        if path.name not in RECORDS_CHECKED_ELSEWHERE
         for group in yaml.safe_load(path.read_text())["groups"]
         for rule in group["rules"]
         if "record" in rule
