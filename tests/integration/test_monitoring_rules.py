@@ -49,8 +49,8 @@ def test_promtool(args: list[str], cwd: Path) -> None:
 
 def test_rule_and_test_files_are_found() -> None:
     # The parametrized promtool checks would pass vacuously on an empty glob.
-    assert {"serving.yml", "slo.yml"} <= {path.name for path in RULE_FILES}
-    assert {"serving_test.yml", "slo_test.yml"} <= {path.name for path in TEST_FILES}
+    assert {"serving.yml", "slo.yml", "model.yml"} <= {path.name for path in RULE_FILES}
+    assert {"serving_test.yml", "slo_test.yml", "model_test.yml"} <= {path.name for path in TEST_FILES}
 
 
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=[path.name for path in RULE_FILES])
