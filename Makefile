@@ -69,6 +69,18 @@ status: install ## Show champion and challenger with their holdout metrics
 mlflow-ui: install ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 	@$(RUN) mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port 5000
 
+URL ?= http://127.0.0.1:8000
+ROWS ?= 3000
+
+.PHONY: traffic
+traffic: install ## Send replayed traffic like the training data to a running service (URL, ROWS), with labels
+	@$(RUN) python -m mlops_recipes.monitoring.traffic --url $(URL) --rows $(ROWS) --labels
+
+.PHONY: drift-demo
+drift-demo: install ## Send shifted traffic (amounts x3, +30 points online, 3x fraud): the drift gauges react
+	@$(RUN) python -m mlops_recipes.monitoring.traffic --url $(URL) --rows $(ROWS) --labels --seed 1 \
+		--amount-scale 3 --online-share-shift 0.3 --fraud-multiplier 3
+
 .PHONY: bench
 bench: install ## Run the pipeline benchmarks (cold run, no-op repro, 1x and 10x data)
 	@$(RUN) python bench/pipeline.py
