@@ -58,6 +58,9 @@ ENV PATH=/app/.venv/bin:$PATH \
     MLOPS_WORKSPACE=/workspace \
     PREFECT_HOME=/home/mlops/.prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false \
+    # The server writes the UI's static files at start: not into the (read-only) environment.
+    PREFECT_SERVER_UI_STATIC_DIRECTORY=/home/mlops/.prefect/ui \
     DO_NOT_TRACK=1
 USER 10001:10001
 EXPOSE 8000

@@ -316,6 +316,15 @@ def test_stack_comes_up_trains_and_serves(stack: Stack) -> None:
     )
     assert champion.status_code == 200, champion.text
     assert champion.json()["model_version"]["version"] == "1"
+    # What people open in a browser answers on its published port: API docs, MLflow UI, Prefect UI (it
+    # writes its static files at start: not into the read-only environment), and the Prefect UI's idea of
+    # where the API is, which must be the published one.
+    for page in (stack.url("serving") + "/docs", stack.url("mlflow") + "/", stack.url("prefect") + "/"):
+        response = httpx.get(page, timeout=10)
+        assert response.status_code == 200, f"{page}: {response.status_code}"
+        assert "<html" in response.text.lower(), f"{page} is not a page"
+    ui_settings = httpx.get(stack.url("prefect") + "/ui-settings", timeout=10).json()
+    assert ui_settings["api_url"] == stack.url("prefect") + "/api"
 
 
 def known_transaction(stack: Stack) -> dict[str, Any]:
