@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 POOL = "mlops-process"
+MONITOR_DEPLOYMENT = "monitor/monitor-every-15m"
 
 
 def _prefect(*args: str, env: dict[str, str]) -> None:
@@ -36,6 +37,26 @@ def _wait_healthy(url: str, timeout: float) -> None:
             pass
         time.sleep(0.5)
     raise SystemExit(f"the Prefect server did not become healthy at {url} within {timeout:.0f} s")
+
+
+def _pause_monitor_without_prometheus(env: dict[str, str]) -> None:
+    """Pause the monitor deployment when no Prometheus answers: it would fail every 15 minutes otherwise."""
+    prometheus = env.get("MLOPS_PROMETHEUS_URL", "http://127.0.0.1:9090")
+    try:
+        with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=2):  # noqa: S310 - the operator's URL
+            return
+    except OSError:
+        pass
+    os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.pause_deployment(client.read_deployment_by_name(MONITOR_DEPLOYMENT).id)
+    print(  # noqa: T201
+        f"{MONITOR_DEPLOYMENT} is paused: no Prometheus at {prometheus} (MLOPS_PROMETHEUS_URL). Start one, "
+        "then resume the deployment in the UI to close the loop (docs/monitoring.md).",
+        flush=True,
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -68,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _wait_healthy(api, timeout=120)
         _prefect("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
         _prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(root / "flows" / "prefect.yaml"), env=env)
+        _pause_monitor_without_prometheus(env)
         children.append(subprocess.Popen([prefect, "worker", "start", "--pool", POOL], env=env, cwd=root))  # noqa: S603
         print(  # noqa: T201
             f"\nPrefect UI: http://127.0.0.1:{args.port}\n"

@@ -8,7 +8,7 @@ pipeline still decides whether the new model replaces the champion. At most one 
 fires again while an alert persists gets the same run back instead of a second retrain.
 
 Off switch: ``MLOPS_AUTO_RETRAIN=false`` (the flow still reports what it would do), or pause the
-``monitor/monitor-every-15m`` deployment (``prefect deployment pause …``).
+``monitor/monitor-every-15m`` deployment (Prefect UI; ``make flows`` pauses it when no Prometheus answers).
 """
 
 from __future__ import annotations

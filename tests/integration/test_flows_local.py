@@ -21,6 +21,7 @@ def test_local_prefect_stack_runs_a_deployed_flow(trained_project: Any, unused_p
     port = unused_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in trained_project.env.items() if not k.startswith("PREFECT_")}
+    env["MLOPS_PROMETHEUS_URL"] = "http://127.0.0.1:9"  # the discard port: no Prometheus answers there
     log_path = trained_project.root / "flows-local.log"
     with log_path.open("wb") as log:
         launcher = subprocess.Popen(
@@ -50,8 +51,12 @@ def test_local_prefect_stack_runs_a_deployed_flow(trained_project: Any, unused_p
             )
             assert run.returncode == 0, run.stdout + run.stderr + log_path.read_text()
             assert "Completed" in run.stdout
-            names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
-            assert names == {"materialize-hourly", "batch-score-daily", "retrain-weekly"}
+            deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+            paused = {d["name"]: d["paused"] for d in deployments}
+            assert set(paused) == {"materialize-hourly", "batch-score-daily", "retrain-weekly", "monitor-every-15m"}
+            # No Prometheus here: the feedback loop is paused rather than failing every 15 minutes.
+            assert paused == {name: name == "monitor-every-15m" for name in paused}
+            assert "monitor/monitor-every-15m is paused" in log_path.read_text()
         finally:
             os.killpg(launcher.pid, signal.SIGTERM)
             launcher.wait(60)
