@@ -119,7 +119,8 @@ compose-test: install ## Build the images, run the whole compose stack end to en
 .PHONY: compose-build
 compose-build: ## Build the app and MLflow images (tag local) with BuildKit
 	@docker/ensure-engine.sh
-	@DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/app.Dockerfile -t mlops-recipes-app:local .
+	@DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/app.Dockerfile -t mlops-recipes-app:local \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 	@DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/mlflow.Dockerfile -t mlops-recipes-mlflow:local .
 
 .PHONY: compose-up

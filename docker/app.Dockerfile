@@ -62,6 +62,9 @@ ENV PATH=/app/.venv/bin:$PATH \
     # The server writes the UI's static files at start: not into the (read-only) environment.
     PREFECT_SERVER_UI_STATIC_DIRECTORY=/home/mlops/.prefect/ui \
     DO_NOT_TRACK=1
+# Last, so that a new commit rebuilds no layer above: the commit MLflow runs are tagged with (no .git here).
+ARG GIT_COMMIT=unknown
+ENV MLOPS_GIT_COMMIT=${GIT_COMMIT}
 USER 10001:10001
 EXPOSE 8000
 # The scoring service's readiness (a champion is loaded); compose gives the other roles their own checks.

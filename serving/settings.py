@@ -48,6 +48,12 @@ class ServingSettings(BaseSettings):
             )
         return self
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        # `SERVING_API_KEY: ${SERVING_API_KEY:-}` in compose passes an empty string when the key is not set.
+        return None if value == "" else value
+
     @field_validator("api_key")
     @classmethod
     def _no_weak_key(cls, value: SecretStr | None) -> SecretStr | None:

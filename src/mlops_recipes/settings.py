@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # The feedback loop (flows/monitor.py): where the retraining alerts are read, and whether they may retrain.
     prometheus_url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://")
     auto_retrain: bool = True
+    # The commit runs are tagged with when the project is not a git checkout (container images set it).
+    git_commit: str | None = None
 
     @field_validator("project_root")
     @classmethod

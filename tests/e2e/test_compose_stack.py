@@ -230,7 +230,8 @@ def report_failed_services(stack: Stack, *, everything: bool) -> None:
 def test_images_build_and_are_lean_unprivileged_and_precompiled(stack: Stack) -> None:
     for image, dockerfile in ((APP_IMAGE, "docker/app.Dockerfile"), (MLFLOW_IMAGE, "docker/mlflow.Dockerfile")):
         started = time.monotonic()
-        stack.run(stack.docker, "build", "-q", "-f", dockerfile, "-t", image, ".", timeout=1200)
+        commit = f"GIT_COMMIT={head_commit()}"
+        stack.run(stack.docker, "build", "-q", "-f", dockerfile, "-t", image, "--build-arg", commit, ".", timeout=1200)
         stack.figures[f"build {image}"] = f"{time.monotonic() - started:.0f} s"
         size = int(stack.run(stack.docker, "image", "inspect", "-f", "{{.Size}}", image).stdout)
         stack.figures[f"size {image}"] = megabytes(size)
@@ -316,6 +317,14 @@ def test_stack_comes_up_trains_and_serves(stack: Stack) -> None:
     )
     assert champion.status_code == 200, champion.text
     assert champion.json()["model_version"]["version"] == "1"
+    # Lineage without .git in the container: the run carries the commit the image was built from.
+    run = httpx.get(
+        stack.url("mlflow") + "/api/2.0/mlflow/runs/get",
+        params={"run_id": champion.json()["model_version"]["run_id"]},
+        timeout=10,
+    ).json()["run"]
+    tags = {tag["key"]: tag["value"] for tag in run["data"]["tags"]}
+    assert tags["git_commit"] == head_commit()
     # What people open in a browser answers on its published port: API docs, MLflow UI, Prefect UI (it
     # writes its static files at start: not into the read-only environment), and the Prefect UI's idea of
     # where the API is, which must be the published one.
@@ -352,6 +361,18 @@ def test_serving_scores_with_online_features_from_redis(stack: Stack) -> None:
     assert 0.0 <= body["fraud_probability"] <= 1.0
 
 
+def head_commit() -> str:
+    """The commit the images are built from (what MLflow runs in the containers are tagged with)."""
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
 def prometheus_value(stack: Stack, query: str) -> float | None:
     response = httpx.get(stack.url("prometheus") + "/api/v1/query", params={"query": query}, timeout=5)
     response.raise_for_status()
@@ -368,6 +389,7 @@ def test_prometheus_scrapes_the_service_and_mlflow_with_the_rules_loaded(stack: 
     )
     assert prometheus_value(stack, 'up{job="fraud-serving"}') == 1.0
     assert prometheus_value(stack, 'up{job="mlflow"}') == 1.0
+    assert prometheus_value(stack, 'up{job="prefect"}') == 1.0
     rules = httpx.get(stack.url("prometheus") + "/api/v1/rules", timeout=5).json()["data"]["groups"]
     rule_files = (REPO_ROOT / "monitoring/prometheus/rules").glob("*.yml")
     expected = {group["name"] for path in rule_files for group in yaml.safe_load(path.read_text())["groups"]}
@@ -452,3 +474,25 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
     assert set(outcomes) == {"200"}, f"failed requests during the retrain and swap: {dict(outcomes)}"
     assert versions[0] == "1"
     assert versions[-1] == "2"
+
+
+def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stack) -> None:
+    """The feedback loop's wiring: the worker reaches Prometheus (MLOPS_PROMETHEUS_URL) and the run completes.
+
+    No retraining alert fires on this calm stack, so the run starts nothing; the decision logic has its own tests.
+    """
+    prefect = stack.url("prefect") + "/api"
+    deployment = httpx.get(f"{prefect}/deployments/name/monitor/monitor-every-15m", timeout=10)
+    assert deployment.status_code == 200, f"monitor-every-15m is not deployed: {deployment.text}"
+    run = httpx.post(f"{prefect}/deployments/{deployment.json()['id']}/create_flow_run", json={}, timeout=10)
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        state: dict[str, Any] = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for("the monitor flow run (Prefect worker)", finished, timeout=300, interval=2)
+    logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
+    assert state["type"] == "COMPLETED", f"monitor ended {state['type']}: {state.get('message')}\n{logs.text[-4000:]}"
+    assert "no retraining alert is firing" in logs.text

@@ -379,6 +379,8 @@ def test_heredoc_bodies_are_not_parsed_as_instructions() -> None:
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, ${NAME:+x}; $$ escapes a $.
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 _REQUIRED_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}")
+# An optional secret (an API key that turns authentication on) may default to empty, never to a value.
+_OPTIONAL_EMPTY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-\}")
 # Environment variables that hold a secret, by name.
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 # The user information of a URL (scheme://user:password@host), once interpolations are masked.
@@ -505,9 +507,15 @@ def compose_violations(compose: dict[str, Any], env_example: set[str]) -> list[s
                     f"{where}.depends_on.{dependency}: service_completed_successfully on a long-running service"
                 )
         for key, value in environment(service).items():
-            if _SECRET_NAME.search(key) and not key.endswith("_FILE") and not _REQUIRED_ONLY.fullmatch(value):
+            if (
+                _SECRET_NAME.search(key)
+                and not key.endswith("_FILE")
+                and not _REQUIRED_ONLY.fullmatch(value)
+                and not _OPTIONAL_EMPTY.fullmatch(value)
+            ):
                 violations.append(
-                    f"{where}.environment.{key}: a secret must come from .env as ${{VAR:?message}}, not {value!r}"
+                    f"{where}.environment.{key}: a secret must come from .env as ${{VAR:?message}} "
+                    f"(or ${{VAR:-}} if optional), not {value!r}"
                 )
     for location, value in strings(compose):
         for password in url_passwords(value):

@@ -23,7 +23,12 @@ def configure(settings: Settings) -> MlflowClient:
 
 
 def git_commit(settings: Settings) -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown`` outside git."""
+    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown`` outside git.
+
+    ``MLOPS_GIT_COMMIT`` wins when set: containers have no ``.git`` and get the commit at build time.
+    """
+    if settings.git_commit:
+        return settings.git_commit
 
     def git(*args: str) -> str:
         return subprocess.run(  # noqa: S603 - fixed git arguments
