@@ -11,7 +11,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -183,15 +182,9 @@ def parse_params(raw: object, *, source: str = "params") -> Params:
 
 def load_params(path: Path) -> Params:
     """Read and validate ``params.yaml``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: parameters file not found") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    return parse_params(raw, source=str(path))
+    from mlops_recipes.io.files import read_yaml
+
+    return parse_params(read_yaml(path, error=ParamsError, what="parameters file"), source=str(path))
 
 
 def json_schema() -> dict[str, object]:

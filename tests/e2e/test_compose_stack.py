@@ -361,6 +361,25 @@ def test_serving_scores_with_online_features_from_redis(stack: Stack) -> None:
     assert 0.0 <= body["fraud_probability"] <= 1.0
 
 
+def run_deployment_to_the_end(
+    prefect: str, deployment_id: str, parameters: dict[str, Any], *, what: str, timeout: float = 900
+) -> tuple[dict[str, Any], str]:
+    """Create a flow run of a deployment over the Prefect API, wait until it ends: its final state and its logs."""
+    run = httpx.post(
+        f"{prefect}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}, timeout=10
+    )
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        state: dict[str, Any] = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for(what, finished, timeout=timeout, interval=2)
+    logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
+    return state, logs.text
+
+
 def head_commit() -> str:
     """The commit the images are built from (what MLflow runs in the containers are tagged with)."""
     result = subprocess.run(
@@ -436,22 +455,11 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
     client.start()
     started = time.monotonic()
     try:
-        run = httpx.post(
-            f"{prefect}/deployments/{deployment.json()['id']}/create_flow_run",
-            json={"parameters": {"refresh_data": False}},
-            timeout=10,
+        state, logs = run_deployment_to_the_end(
+            prefect, deployment.json()["id"], {"refresh_data": False}, what="the retrain flow run (Prefect worker)"
         )
-        assert run.status_code == 201, run.text
-        run_id = run.json()["id"]
-
-        def finished() -> dict[str, Any] | None:
-            state: dict[str, Any] = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
-            return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-        state = wait_for("the retrain flow run (Prefect worker)", finished, timeout=900, interval=2)
         if state["type"] != "COMPLETED":
-            logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
-            pytest.fail(f"retrain ended {state['type']}: {state.get('message')}\n{logs.text[-4000:]}", pytrace=False)
+            pytest.fail(f"retrain ended {state['type']}: {state.get('message')}\n{logs[-4000:]}", pytrace=False)
         stack.figures["retrain flow run (Prefect worker)"] = f"{time.monotonic() - started:.0f} s"
         log(f"retrain flow completed in {stack.figures['retrain flow run (Prefect worker)']}")
 
@@ -484,15 +492,8 @@ def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stac
     prefect = stack.url("prefect") + "/api"
     deployment = httpx.get(f"{prefect}/deployments/name/monitor/monitor-every-15m", timeout=10)
     assert deployment.status_code == 200, f"monitor-every-15m is not deployed: {deployment.text}"
-    run = httpx.post(f"{prefect}/deployments/{deployment.json()['id']}/create_flow_run", json={}, timeout=10)
-    assert run.status_code == 201, run.text
-    run_id = run.json()["id"]
-
-    def finished() -> dict[str, Any] | None:
-        state: dict[str, Any] = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
-        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    state = wait_for("the monitor flow run (Prefect worker)", finished, timeout=300, interval=2)
-    logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
-    assert state["type"] == "COMPLETED", f"monitor ended {state['type']}: {state.get('message')}\n{logs.text[-4000:]}"
-    assert "no retraining alert is firing" in logs.text
+    state, logs = run_deployment_to_the_end(
+        prefect, deployment.json()["id"], {}, what="the monitor flow run (Prefect worker)", timeout=300
+    )
+    assert state["type"] == "COMPLETED", f"monitor ended {state['type']}: {state.get('message')}\n{logs[-4000:]}"
+    assert "no retraining alert is firing" in logs

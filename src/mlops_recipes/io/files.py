@@ -1,4 +1,4 @@
-"""Reading and writing the tables and small JSON documents the stages exchange."""
+"""Reading and writing the tables, small JSON documents and YAML configs the project exchanges."""
 
 from __future__ import annotations
 
@@ -73,3 +73,17 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_yaml(path: Path, *, error: type[Exception], what: str) -> Any:
+    """Parse a YAML config; a missing file or bad YAML raises ``error`` with the path and what went wrong."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML: {problem}") from None

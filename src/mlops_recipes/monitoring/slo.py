@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mlops_recipes.io.files import read_yaml
+
 JOB = "fraud-serving"
 CONFIG_PATH = Path("monitoring/slo.yaml")
 RULES_PATH = Path("monitoring/prometheus/rules/slo.yml")
@@ -205,14 +207,7 @@ def parse_config(raw: object, *, latency_buckets: Sequence[float], source: str =
 
 def load_config(path: Path, *, latency_buckets: Sequence[float]) -> SLOConfig:
     """Read and validate ``monitoring/slo.yaml``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SLOConfigError(f"{path}: SLO file not found") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SLOConfigError(f"{path}: not valid YAML: {error}") from None
+    raw = read_yaml(path, error=SLOConfigError, what="SLO file")
     return parse_config(raw, latency_buckets=latency_buckets, source=str(path))
 
 
