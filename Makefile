@@ -89,6 +89,10 @@ bench: install ## Run the pipeline benchmarks (cold run, no-op repro, 1x and 10x
 bench-flows: install ## Benchmark Prefect overhead on retrain and batch-scoring throughput
 	@$(RUN) python bench/flows.py
 
+.PHONY: bench-monitoring
+bench-monitoring: install ## Cost of drift and label monitoring per request, next to the model call
+	@$(RUN) python bench/monitoring.py
+
 .PHONY: bench-serving
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
 	@$(RUN) python bench/serving.py
