@@ -363,8 +363,8 @@ def test_serving_scores_with_online_features_from_redis(stack: Stack) -> None:
 
 def run_deployment_to_the_end(
     prefect: str, deployment_id: str, parameters: dict[str, Any], *, what: str, timeout: float = 900
-) -> tuple[dict[str, Any], str]:
-    """Create a flow run of a deployment over the Prefect API, wait until it ends: its final state and its logs."""
+) -> tuple[str, dict[str, Any], str]:
+    """Create a flow run of a deployment over the Prefect API, wait until it ends: its id, final state and logs."""
     run = httpx.post(
         f"{prefect}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}, timeout=10
     )
@@ -377,7 +377,7 @@ def run_deployment_to_the_end(
 
     state = wait_for(what, finished, timeout=timeout, interval=2)
     logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
-    return state, logs.text
+    return run_id, state, logs.text
 
 
 def head_commit() -> str:
@@ -455,7 +455,7 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
     client.start()
     started = time.monotonic()
     try:
-        state, logs = run_deployment_to_the_end(
+        _, state, logs = run_deployment_to_the_end(
             prefect, deployment.json()["id"], {"refresh_data": False}, what="the retrain flow run (Prefect worker)"
         )
         if state["type"] != "COMPLETED":
@@ -492,8 +492,17 @@ def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stac
     prefect = stack.url("prefect") + "/api"
     deployment = httpx.get(f"{prefect}/deployments/name/monitor/monitor-every-15m", timeout=10)
     assert deployment.status_code == 200, f"monitor-every-15m is not deployed: {deployment.text}"
-    state, logs = run_deployment_to_the_end(
+    run_id, state, logs = run_deployment_to_the_end(
         prefect, deployment.json()["id"], {}, what="the monitor flow run (Prefect worker)", timeout=300
     )
     assert state["type"] == "COMPLETED", f"monitor ended {state['type']}: {state.get('message')}\n{logs[-4000:]}"
-    assert "no retraining alert is firing" in logs
+    # The decision, from the run's artifact (written before the run completes; log batches may still be in flight).
+    artifacts = httpx.post(
+        f"{prefect}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
+        timeout=10,
+    ).json()
+    decisions = [a["data"] for a in artifacts if a["key"] == "monitor-decision"]
+    assert len(decisions) == 1, artifacts
+    assert "| firing retraining alerts | none |" in decisions[0]
+    assert "| retrain run | - |" in decisions[0]
