@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlops_recipes.io.models import resolve_alias
+from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
 from serving import logs
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
@@ -157,7 +158,7 @@ async def _watch_registry(state: ServiceState) -> None:
 
 
 # Aliases whose versions are exported: a challenger above the champion is a candidate the gate refused.
-_WATCHED_ALIASES = ("champion", "challenger")
+_WATCHED_ALIASES = (CHAMPION, CHALLENGER)
 
 
 def _publish_monitoring(state: ServiceState) -> None:

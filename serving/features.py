@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from mlops_recipes.io.feature_store import open_store
@@ -21,11 +22,15 @@ class OnlineFeatures:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._store: Any = None
+        self._open_lock = threading.Lock()
         self._services: dict[str, Any] = {}
 
     def _open(self) -> Any:
         if self._store is None:
-            self._store = open_store(self._settings)
+            # Scoring threads and the monitoring timer may both come first: open the store (seconds) once.
+            with self._open_lock:
+                if self._store is None:
+                    self._store = open_store(self._settings)
         return self._store
 
     def lookup(self, service_name: str, entity_rows: list[dict[str, int]]) -> dict[str, list[Any]]:

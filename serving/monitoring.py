@@ -10,7 +10,6 @@ the counters into live precision and recall over any window.
 
 from __future__ import annotations
 
-import logging
 import resource
 import threading
 from collections import OrderedDict
@@ -23,8 +22,6 @@ from mlops_recipes.core.drift import DriftWindow
 from mlops_recipes.core.request_features import REQUEST_ONLY_FEATURES
 from mlops_recipes.io.models import LoadedModel
 from serving.metrics import ServiceMetrics
-
-_log = logging.getLogger("serving.monitoring")
 
 
 @dataclass(frozen=True)
