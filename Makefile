@@ -120,6 +120,10 @@ compose-test: install ## Build the images, run the whole compose stack end to en
 	docker/ensure-engine.sh && $(RUN) pytest tests/e2e -m e2e -s $(PYTEST_ARGS) || status=$$?; \
 	echo "compose-test: exit $$status, wall time $$(( $$(date +%s) - started )) s"; exit $$status
 
+.PHONY: bare-test
+bare-test: ## The README's `make run && make test` in a fresh clone of HEAD on a bare Debian 12 container, non-root
+	@docker/bare-machine/run.sh
+
 .PHONY: compose-build
 compose-build: ## Build the app and MLflow images (tag local) with BuildKit
 	@docker/ensure-engine.sh

@@ -9,6 +9,7 @@
 #     (docker/base-images/, see docs/compose.md). Grafana has no stand-in: it is only needed by a full `up`.
 #
 # Idempotent: the second run only asks the daemon which images it has (about a second).
+# Usage: ensure-engine.sh [IMAGE...]: only those base images (default: every one listed below).
 # Environment: DOCKER (client binary), DEBIAN_MIRROR (default: the machine's APT mirror), PULL_TIMEOUT (s).
 set -euo pipefail
 
@@ -101,8 +102,9 @@ build_standin() {
   rm -rf "$context" "$context.log"
 }
 
-# IMAGE stand-in-Dockerfile (empty: no stand-in). Keep in step with docker/*.Dockerfile and docker-compose.yml.
+# IMAGE stand-in-Dockerfile (-: no stand-in). Keep in step with docker/**/Dockerfile and docker-compose.yml.
 images=(
+  "debian:bookworm-slim debian.Dockerfile"
   "python:3.11-slim-bookworm python.Dockerfile"
   "postgres:15-bookworm postgres.Dockerfile"
   "redis:7.0-bookworm redis.Dockerfile"
@@ -111,6 +113,9 @@ images=(
 )
 for entry in "${images[@]}"; do
   read -r image dockerfile <<<"$entry"
+  if [[ $# -gt 0 ]] && ! printf '%s\n' "$@" | grep -qxF "$image"; then
+    continue
+  fi
   if present "$image"; then
     continue
   fi

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import tools
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -60,6 +61,34 @@ def _isolate_environment() -> Iterator[None]:
     _reset_process_local_environment()
     yield
     _reset_process_local_environment()
+
+
+# --- External tools (tests/support/tools.py): one fixture each; tests using one are marked `tools` ------------------
+
+
+@pytest.fixture(scope="session")
+def tool_promtool() -> str:
+    """Path of ``promtool`` (skips, or fails under MLOPS_REQUIRE_TOOLS=1, when it is missing)."""
+    return tools.require("promtool")
+
+
+@pytest.fixture(scope="session")
+def tool_prometheus() -> str:
+    """Path of the ``prometheus`` server binary."""
+    return tools.require("prometheus")
+
+
+@pytest.fixture(scope="session")
+def tool_chromium() -> str:
+    """Path of a headless-capable Chromium."""
+    return tools.require("chromium")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs an external tool, directly or through another fixture."""
+    for item in items:
+        if any(name.startswith(tools.FIXTURE_PREFIX) for name in getattr(item, "fixturenames", ())):
+            item.add_marker(tools.MARKER)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

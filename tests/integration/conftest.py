@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from support.fixtures import postgres_url, redis_server  # noqa: F401  # fixtures, for the tests here
+from support.servers import free_port
 
 
 class ServiceProcess:
@@ -290,10 +282,7 @@ def prefect_server() -> Iterator[None]:
 class PrometheusProcess:
     """The real Prometheus binary on a loopback port, scraping one target every second."""
 
-    def __init__(self, rule_files: list[Path], target: str, directory: Path) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus not found: install Debian's 'prometheus' package (.ci/run does)", pytrace=False)
+    def __init__(self, binary: str, rule_files: list[Path], target: str, directory: Path) -> None:
         config = directory / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(
@@ -352,7 +341,7 @@ def rules_without_for(source: Path, directory: Path) -> Path:
 
 
 @pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess]]:
+def start_prometheus(tmp_path: Path, tool_prometheus: str) -> Iterator[Callable[..., PrometheusProcess]]:
     """``start_prometheus(rule_files, "127.0.0.1:port", fire_at_once=False)``: a Prometheus scraping that target.
 
     ``fire_at_once`` drops the alerts' ``for:`` durations. Every Prometheus started is stopped at teardown.
@@ -364,7 +353,7 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess
         directory.mkdir()
         if fire_at_once:
             rule_files = [rules_without_for(path, directory) for path in rule_files]
-        prometheus = PrometheusProcess(rule_files, target, directory)
+        prometheus = PrometheusProcess(tool_prometheus, rule_files, target, directory)
         started.append(prometheus)
         return prometheus
 

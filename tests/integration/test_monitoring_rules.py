@@ -4,7 +4,6 @@ service does not export."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,13 +24,6 @@ _NOT_METRICS = {
 }  # fmt: skip
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found: install Debian's 'prometheus' package (.ci/run does)", pytrace=False)
-    return path
-
-
 @pytest.mark.parametrize(
     ("args", "cwd"),
     [
@@ -41,8 +33,8 @@ def promtool() -> str:
     ],
     ids=["check-config", *[f"check-{p.name}" for p in RULE_FILES], *[f"test-{p.name}" for p in TEST_FILES]],
 )
-def test_promtool(args: list[str], cwd: Path) -> None:
-    result = subprocess.run([promtool(), *args], cwd=cwd, capture_output=True, text=True, check=False)
+def test_promtool(args: list[str], cwd: Path, tool_promtool: str) -> None:
+    result = subprocess.run([tool_promtool, *args], cwd=cwd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

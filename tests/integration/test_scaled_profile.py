@@ -1,13 +1,13 @@
 """The scaled profile, by configuration only: Redis online store, Feast registry on Postgres, MLflow server.
 
 Everything is real and on loopback: a fresh Postgres database per run for the Feast SQL registry and another
-for the MLflow backend store, a private ``redis-server`` on a free port (the machine's shared Redis is never
-touched), and ``mlflow server`` proxying artifacts into a temporary folder. The project copy, its pipeline
-and the service are the same as in the embedded profile; only environment variables differ.
+for the MLflow backend store, a private ``redis-server`` on a free port, and ``mlflow server`` proxying artifacts
+into a temporary folder. The project copy, its pipeline and the service are the same as in the embedded
+profile; only environment variables differ.
 
-Needs PostgreSQL (``MLOPS_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``, a
-role allowed to create databases) and ``redis-server`` on the PATH (``MLOPS_TEST_REDIS_SERVER`` to point
-elsewhere). Without them the fixtures fail with a message saying so: they never skip.
+PostgreSQL and Redis come from the locked environment (``tests/support/servers.py``: the session fixtures
+``postgres`` and ``redis_server`` in ``conftest.py``); no server of the machine is used.
+``MLOPS_TEST_POSTGRES_URL`` (a role allowed to create databases) points the tests at another PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,122 +27,56 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from support.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent
-POSTGRES_URL = os.environ.get("MLOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MODEL_NAME = "fraud-detector"
 PROJECT = "fraud_detection"  # the Feast project of feature_repo/
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class PostgresAdmin:
+    """Statements on the test server and URLs of its databases."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-def database_url(name: str, *, driver: str = "postgresql") -> str:
-    """``POSTGRES_URL`` pointed at database ``name`` (and the SQLAlchemy ``driver`` scheme)."""
-    base, _, _ = POSTGRES_URL.partition("://")[2].rpartition("/")
-    return f"{driver}://{base}/{name}"
+    def database_url(self, name: str, *, driver: str = "postgresql") -> str:
+        """The server's URL pointed at database ``name`` (and the SQLAlchemy ``driver`` scheme)."""
+        base, _, _ = self.url.partition("://")[2].rpartition("/")
+        return f"{driver}://{base}/{name}"
 
+    def run(self, sql: str, *, database: str | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement (autocommit: CREATE/DROP DATABASE cannot run in a transaction)."""
+        import psycopg
 
-def admin(sql: str, *, database: str | None = None) -> list[tuple[Any, ...]]:
-    """Run one statement on the server (autocommit: CREATE/DROP DATABASE cannot run in a transaction)."""
-    import psycopg
-
-    url = database_url(database) if database else POSTGRES_URL
-    try:
+        url = self.database_url(database) if database else self.url
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
             cursor = connection.execute(sql)
             return cursor.fetchall() if cursor.description else []
-    except psycopg.OperationalError as error:
-        pytest.fail(
-            f"the scaled-profile tests need PostgreSQL at {POSTGRES_URL} (set MLOPS_TEST_POSTGRES_URL): {error}",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="module")
-def make_database() -> Iterator[Callable[[str], str]]:
+def pg(postgres_url: str) -> PostgresAdmin:
+    return PostgresAdmin(postgres_url)
+
+
+@pytest.fixture(scope="module")
+def make_database(pg: PostgresAdmin) -> Iterator[Callable[[str], str]]:
     """Create uniquely named databases (``mlops_test_<purpose>_<random>``); all are dropped at teardown."""
     created: list[str] = []
 
     def make(purpose: str) -> str:
         name = f"mlops_test_{purpose}_{secrets.token_hex(4)}"
-        admin(f'CREATE DATABASE "{name}"')
+        pg.run(f'CREATE DATABASE "{name}"')
         created.append(name)
         return name
 
     yield make
     for name in created:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-class RedisServer:
-    """A private, non-persistent ``redis-server`` on a loopback port; it can be killed and restarted."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which(os.environ.get("MLOPS_TEST_REDIS_SERVER") or "redis-server")
-        if binary is None:
-            pytest.fail(
-                "the scaled-profile tests need redis-server on the PATH (apt install redis-server, "
-                "or set MLOPS_TEST_REDIS_SERVER to the binary)",
-                pytrace=False,
-            )
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start on ``self.port`` and wait until it answers PING."""
-        import redis
-
-        log = (self.workdir / f"redis-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self.logs()}", pytrace=False)
-            try:
-                if redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, retry=None).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        pytest.fail(f"redis-server did not answer on port {self.port} within 10 s:\n{self.logs()}", pytrace=False)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: no shutdown handshake with the clients."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.workdir.glob(f"redis-{self.port}.log"))
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
+        pg.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class MlflowServer:
@@ -227,9 +159,12 @@ def mlflow_database(make_database: Callable[[str], str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(mlflow_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(
+    pg: PostgresAdmin, mlflow_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
     """Started here, waited for by whoever needs it: its start-up overlaps the first pipeline stages."""
-    server = MlflowServer(database_url(mlflow_database, driver="postgresql+psycopg"), tmp_path_factory.mktemp("mlflow"))
+    backend = pg.database_url(mlflow_database, driver="postgresql+psycopg")
+    server = MlflowServer(backend, tmp_path_factory.mktemp("mlflow"))
     yield server
     server.stop()
 
@@ -240,13 +175,15 @@ def feast_database(make_database: Callable[[str], str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def scaled_env(feast_database: str, redis_server: RedisServer, mlflow_server: MlflowServer) -> dict[str, str]:
+def scaled_env(
+    pg: PostgresAdmin, feast_database: str, redis_server: RedisServer, mlflow_server: MlflowServer
+) -> dict[str, str]:
     """The scaled profile: what a deployment sets, and nothing else."""
     return {
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "FEAST_CONFIG": "feature_store.scaled.yaml",
         # psycopg 3 is the driver Feast installs (and SQLAlchemy 2.1's default); +psycopg2 is not installed.
-        "FEAST_REGISTRY_URL": database_url(feast_database, driver="postgresql+psycopg"),
+        "FEAST_REGISTRY_URL": pg.database_url(feast_database, driver="postgresql+psycopg"),
         # Feast's format: host:port[,key=value...], no redis:// scheme.
         "FEAST_REDIS_CONNECTION": f"127.0.0.1:{redis_server.port}",
     }
@@ -267,7 +204,7 @@ def scaled_project(
 
 
 def test_champion_and_its_artifacts_are_on_the_tracking_server(
-    scaled_project: Any, mlflow_server: MlflowServer, mlflow_database: str
+    scaled_project: Any, mlflow_server: MlflowServer, mlflow_database: str, pg: PostgresAdmin
 ) -> None:
     from mlflow import MlflowClient
 
@@ -284,13 +221,13 @@ def test_champion_and_its_artifacts_are_on_the_tracking_server(
     model_files = {p.name for p in mlflow_server.artifacts.rglob("*") if train_run["model_id"] in p.parts}
     assert {"MLmodel", "model.skops"} <= model_files
     # The server's backend store is the Postgres database, and nothing fell back to the embedded store.
-    assert admin("SELECT name FROM registered_models", database=mlflow_database) == [(MODEL_NAME,)]
+    assert pg.run("SELECT name FROM registered_models", database=mlflow_database) == [(MODEL_NAME,)]
     assert not (scaled_project.root / "mlflow.db").exists()
     assert not (scaled_project.root / "mlruns").exists()
 
 
 def test_features_are_in_redis_and_the_registry_in_postgres(
-    scaled_project: Any, redis_server: RedisServer, feast_database: str
+    scaled_project: Any, redis_server: RedisServer, feast_database: str, pg: PostgresAdmin
 ) -> None:
     tables = scaled_project.root / "data" / "features"
     customers = pd.read_parquet(tables / "customer_stats.parquet", columns=["customer_id"])["customer_id"]
@@ -300,12 +237,12 @@ def test_features_are_in_redis_and_the_registry_in_postgres(
     keys = list(redis_server.client().scan_iter(count=1000))
     assert len(keys) == customers.nunique() + merchants.nunique()
     assert all(key.endswith(PROJECT.encode()) for key in keys)
-    registered = admin(
+    registered = pg.run(
         f"SELECT feature_view_name FROM feature_views WHERE project_id = '{PROJECT}' ORDER BY 1",  # noqa: S608
         database=feast_database,
     )
     assert registered == [("customer_stats",), ("merchant_stats",)]
-    services = admin("SELECT feature_service_name FROM feature_services", database=feast_database)
+    services = pg.run("SELECT feature_service_name FROM feature_services", database=feast_database)
     assert services == [("fraud_model_v1",)]
     # No embedded store was written next to the project.
     assert not (scaled_project.root / "data" / "feast").exists()

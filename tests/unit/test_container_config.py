@@ -33,6 +33,7 @@ ENV_EXAMPLE = REPO_ROOT / ".env.example"
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
 HADOLINT_CONFIG = REPO_ROOT / ".hadolint.yaml"
 STANDINS_DIR = DOCKER_DIR / "base-images"
+BARE_MACHINE_DIR = DOCKER_DIR / "bare-machine"  # the README's bare Debian, for CI (not a service)
 
 
 def tool(name: str) -> str:
@@ -71,8 +72,8 @@ def service_dockerfiles() -> list[Path]:
     """The images the project ships and runs (app, MLflow server): every Dockerfile under docker/ except the
     base-image stand-ins in docker/base-images/. Those replace official base images (``python:3.11-slim``,
     ``postgres``…) on machines that cannot pull them, so they mimic those images (root user, no healthcheck)
-    and only get the generic checks."""
-    return [path for path in dockerfiles() if STANDINS_DIR not in path.parents]
+    and only get the generic checks; so does the bare Debian of docker/bare-machine/, a test machine."""
+    return [path for path in dockerfiles() if not {STANDINS_DIR, BARE_MACHINE_DIR} & set(path.parents)]
 
 
 @dataclass(frozen=True)
