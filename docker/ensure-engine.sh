@@ -52,7 +52,7 @@ fi
 
 present() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
-# The Debian mirror this machine's APT uses (deb822 or one-line sources), else Debian's CDN.
+# The Debian mirror this machine's APT uses (deb822 or one-line sources), or DEBIAN_MIRROR; none is assumed.
 debian_mirror() {
   if [[ -n "${DEBIAN_MIRROR:-}" ]]; then echo "$DEBIAN_MIRROR"; return; fi
   local uri
@@ -60,7 +60,11 @@ debian_mirror() {
         | awk '{print $2}' | grep -v security | head -n1 || true)
   [[ -n "$uri" ]] || uri=$(grep -hoE '^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?https?://[^[:space:]]+' \
         /etc/apt/sources.list 2>/dev/null | awk '{print $NF}' | grep -v security | head -n1 || true)
-  echo "${uri:-http://deb.debian.org/debian}"
+  if [[ -z "$uri" ]]; then
+    log "error: no Debian mirror configured here (none in /etc/apt/sources.list*): set DEBIAN_MIRROR"
+    return 1
+  fi
+  echo "$uri"
 }
 
 STANDIN_BASE=mlops-recipes/debian-standin:bookworm
@@ -70,7 +74,7 @@ ensure_standin_base() {
   present "$STANDIN_BASE" && return
   command -v debootstrap >/dev/null 2>&1 || { log "error: debootstrap is needed to build stand-ins"; exit 1; }
   local mirror rootfs
-  mirror=$(debian_mirror)
+  mirror=$(debian_mirror) || exit 1
   rootfs=$(mktemp -d /tmp/mlops-standin-rootfs.XXXXXX)
   log "building $STANDIN_BASE with debootstrap from $mirror (about a minute)"
   if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1; then
