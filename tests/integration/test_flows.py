@@ -152,3 +152,22 @@ def test_batch_score_rejects_input_without_required_columns(prefect_server: None
     assert state.is_failed()
     with pytest.raises(BatchInputError, match="merchant_id"):
         state.result()
+
+
+def test_materialize_never_overlaps_a_pipeline_run(prefect_server: None, project: Any) -> None:
+    from flows.materialize import materialize
+    from mlops_recipes.io import pipeline
+    from mlops_recipes.settings import Settings
+
+    settings = Settings(project_root=project.root)
+    with pipeline.exclusive(settings, holder="dvc repro"):
+        skipped = materialize(project_root=str(project.root), lock_wait_s=0.5)
+        # And the other way round: a pipeline run does not start while the lock is held.
+        with pytest.raises(pipeline.PipelineBusy, match=r"dvc repro, pid \d+"):
+            pipeline.reproduce(settings, wait_s=0.5)
+
+    assert "dvc repro, pid" in skipped["skipped"]
+    assert skipped["freshness"] == {}
+    done = materialize(project_root=str(project.root), lock_wait_s=0.5)
+    assert "skipped" not in done
+    assert set(done["freshness"]) == {"customer_stats", "merchant_stats"}

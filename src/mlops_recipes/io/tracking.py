@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 from mlops_recipes.settings import Settings
@@ -46,3 +49,52 @@ def git_commit(settings: Settings) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+# Tags a stage's run carries so that a later stage can tell whether the process behind it still lives.
+HOST_TAG = "mlops.host"
+PID_TAG = "mlops.pid"
+ABANDONED_TAG = "mlops.abandoned"
+# A RUNNING run started on another host is taken as abandoned only after this long (its pid cannot be checked).
+FOREIGN_RUN_STALE_S = 6 * 3600
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that runs a stage (see :func:`fail_abandoned_runs`)."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_abandoned_runs(client: MlflowClient, experiment_id: str, *, now: float | None = None) -> list[str]:
+    """Mark FAILED the runs left RUNNING by a stage that was killed (``kill -9``, OOM, a lost container).
+
+    A run is abandoned when its process is gone: on this host, its pid no longer exists; on another host (whose
+    processes cannot be seen), it started more than ``FOREIGN_RUN_STALE_S`` ago. Runs without our process tags
+    (started by hand, notebooks) are left alone. Returns the ids of the runs marked.
+    """
+    host = socket.gethostname()
+    now = time.time() if now is None else now
+    marked = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if PID_TAG not in tags or HOST_TAG not in tags:
+            continue
+        pid = int(tags[PID_TAG])
+        if tags[HOST_TAG] == host:
+            gone = pid != os.getpid() and not _pid_alive(pid)
+        else:
+            gone = now - (run.info.start_time or 0) / 1000 > FOREIGN_RUN_STALE_S
+        if gone:
+            client.set_tag(run.info.run_id, ABANDONED_TAG, f"process {tags[PID_TAG]} on {tags[HOST_TAG]} is gone")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            marked.append(run.info.run_id)
+    return marked

@@ -7,15 +7,23 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from mlops_recipes.io import feature_store
+from mlops_recipes.io import feature_store, pipeline
 from mlops_recipes.settings import Settings
 
 
-def run(settings: Settings, *, end: dt.datetime | None = None) -> dict[str, Any]:
-    """Materialize up to ``end`` (default now) and report how fresh each view is online afterwards."""
+def run(settings: Settings, *, end: dt.datetime | None = None, lock_wait_s: float = 60.0) -> dict[str, Any]:
+    """Materialize up to ``end`` (default now) and report how fresh each view is online afterwards.
+
+    Never while the pipeline runs (its features stage rewrites the tables and materializes them itself): after
+    waiting ``lock_wait_s`` for the pipeline lock it skips, saying so in the summary.
+    """
     end = end or dt.datetime.now(dt.UTC)
-    store = feature_store.open_store(settings)
-    store.materialize_incremental(end_date=end)
+    try:
+        with pipeline.exclusive(settings, holder="materialize", wait_s=lock_wait_s):
+            store = feature_store.open_store(settings)
+            store.materialize_incremental(end_date=end)
+    except pipeline.PipelineBusy as busy:
+        return {"stage": "materialize", "end": end.isoformat(), "skipped": str(busy), "freshness": {}}
     freshness: dict[str, Any] = {}
     for view in store.list_feature_views():
         path = feature_store.source_path(view)

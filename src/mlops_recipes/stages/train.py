@@ -51,9 +51,12 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         labels = np.random.default_rng(params.train.seed).permutation(labels)
     model = build_model(params.train)
 
-    tracking.configure(settings)
+    client = tracking.configure(settings)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    abandoned = tracking.fail_abandoned_runs(client, experiment.experiment_id) if experiment is not None else []
     service = params.features.service
     tags = {
+        **tracking.process_tags(),
         "git_commit": tracking.git_commit(settings),
         "feature_service": service,
         "data.train_md5": file_digest(train_path),
@@ -96,4 +99,5 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "shuffled_labels": params.train.shuffle_labels,
     }
     write_json(result, settings.train_run_file)
-    return {"stage": "train", **{k: result[k] for k in ("run_id", "model_uri", "model_family")}}
+    summary = {"stage": "train", **{k: result[k] for k in ("run_id", "model_uri", "model_family")}}
+    return summary | ({"abandoned_runs_failed": abandoned} if abandoned else {})
