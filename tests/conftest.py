@@ -91,6 +91,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(tools.MARKER)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Give every tool skip one location, so that ``-ra`` folds them all into a single summary line.
+
+    A skip raised in a fixture is reported at the test's own line, one summary line per test otherwise.
+    """
+    report = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and tools.SKIP_PREFIX in str(longrepr[2]):
+        report.longrepr = (tools.__file__, tools.SKIP_LINE, longrepr[2])
+    return report
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base``."""
     out = dict(base)

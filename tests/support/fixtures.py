@@ -5,13 +5,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
-from support.servers import PostgresServer, RedisServer, ServerError
+from support.servers import ManagedServer, PostgresServer, RedisServer, ServerError
+
+Server = TypeVar("Server", bound=ManagedServer)
+
+
+@contextlib.contextmanager
+def _running(server: Server) -> Iterator[Server]:
+    """Start ``server``, hand it out, and stop it whatever happens (a start failure fails the test, named)."""
+    try:
+        server.start()
+    except ServerError as error:
+        server.stop()
+        pytest.fail(f"could not start the test {server.name}: {error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +39,8 @@ def postgres_url() -> Iterator[str]:
     if external:
         yield external
         return
-    server = PostgresServer()
-    try:
-        server.start()
-    except ServerError as error:
-        server.stop()
-        pytest.fail(f"could not start the test PostgreSQL: {error}", pytrace=False)
-    try:
+    with _running(PostgresServer()) as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +53,5 @@ def redis_server() -> Iterator[RedisServer]:
     binary = shutil.which(override) if override else None
     if override and binary is None:
         pytest.fail(f"MLOPS_TEST_REDIS_SERVER={override!r} is not an executable", pytrace=False)
-    server = RedisServer(binary)
-    try:
-        server.start()
-    except ServerError as error:
-        server.stop()
-        pytest.fail(f"could not start the test Redis: {error}", pytrace=False)
-    try:
+    with _running(RedisServer(binary)) as server:
         yield server
-    finally:
-        server.stop()

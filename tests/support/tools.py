@@ -23,6 +23,7 @@ MARKER = "tools"
 FIXTURE_PREFIX = "tool_"
 # The words every tool skip starts with: the bare-machine CI job accepts no other skip.
 SKIP_PREFIX = "external tools not found"
+SKIP_LINE = 1  # where the summary line says the skips come from: this module (tests/conftest.py folds them here)
 
 
 @dataclass(frozen=True)
