@@ -35,11 +35,11 @@ class ServiceProcess:
             command, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def wait_live(self, timeout: float = 90.0) -> float:
-        """Seconds until /v2/health/live answers."""
+    def wait_live(self, timeout: float = 180.0) -> float:
+        """Seconds until /v2/health/live answers (the timeout allows for a loaded 2-core machine)."""
         return self._wait("/v2/health/live", timeout)
 
-    def wait_ready(self, timeout: float = 90.0) -> float:
+    def wait_ready(self, timeout: float = 180.0) -> float:
         """Seconds until /v2/health/ready answers 200."""
         return self._wait("/v2/health/ready", timeout)
 
