@@ -71,12 +71,12 @@ def skip_reason() -> str:
     """The one reason every tool skip gives: what is missing and how to install it."""
     missing = missing_tools()
     debian = " ".join(sorted({t.debian for t in missing}))
-    macos = " ".join(sorted({t.macos for t in missing}))
+    macos = "; ".join(sorted({f"brew install {t.macos}" for t in missing}))
     names = ", ".join(t.name for t in missing)
     variables = ", ".join(t.variable for t in missing)
     return (
         f"{SKIP_PREFIX}: {names}. Install them (Debian/Ubuntu: sudo apt-get install {debian}; "
-        f"macOS: brew install {macos}) or point {variables} at them; {REQUIRE_VARIABLE}=1 makes this a failure"
+        f"macOS: {macos}) or point {variables} at them; {REQUIRE_VARIABLE}=1 makes this a failure"
     )
 
 
