@@ -43,7 +43,7 @@ WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 # The pipeline definition and the code DVC hashes as stage dependencies; train and worker containers copy
 # them into the workspace volume at start (docker/entrypoint.sh), where DVC keeps its state.
-COPY dvc.yaml params.yaml .dvcignore ./
+COPY dvc.yaml params.yaml contract.yaml .dvcignore ./
 COPY .dvc/config ./.dvc/config
 COPY feature_repo ./feature_repo
 COPY src ./src

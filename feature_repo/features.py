@@ -9,6 +9,10 @@ The tables behind the sources are computed by ``mlops_recipes.core.aggregates`` 
 and written under ``$MLOPS_DATA_DIR/features`` (default ``data/features`` in the project root, as in
 ``mlops_recipes.settings``). Source paths are resolved here because the DuckDB offline store reads them
 relative to the working directory, not to this folder.
+
+The entities' key types and the customer view's fields follow the data contract (``contract.yaml`` in the
+project root, or ``$MLOPS_CONTRACT_FILE``): string or integer keys, and no account-creation feature when the
+data has no account-creation date.
 """
 
 import os
@@ -18,22 +22,26 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
+from mlops_recipes.contract import CUSTOMER, EVENT_TIME, MERCHANT, load_contract
+
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_TABLES = _PROJECT_ROOT / os.environ.get("MLOPS_DATA_DIR", "data") / "features"
+CONTRACT = load_contract(_PROJECT_ROOT / os.environ.get("MLOPS_CONTRACT_FILE", "contract.yaml"))
+_KEY_TYPES = {"int": ValueType.INT64, "string": ValueType.STRING}
 
 # A cardholder; the key every customer feature is looked up by.
 customer = Entity(
     name="customer",
-    join_keys=["customer_id"],
-    value_type=ValueType.INT64,
+    join_keys=[CUSTOMER],
+    value_type=_KEY_TYPES[CONTRACT.id_type(CUSTOMER)],
     description="A card holder.",
 )
 
 # A merchant accepting card payments.
 merchant = Entity(
     name="merchant",
-    join_keys=["merchant_id"],
-    value_type=ValueType.INT64,
+    join_keys=[MERCHANT],
+    value_type=_KEY_TYPES[CONTRACT.id_type(MERCHANT)],
     description="A merchant accepting card payments.",
 )
 
@@ -41,14 +49,14 @@ merchant = Entity(
 customer_stats_source = FileSource(
     name="customer_stats_source",
     path=str(FEATURE_TABLES / "customer_stats.parquet"),
-    timestamp_field="event_timestamp",
+    timestamp_field=EVENT_TIME,
 )
 
 # Daily rows: the merchant's volume and smoothed fraud rate over the seven days before the stamp.
 merchant_stats_source = FileSource(
     name="merchant_stats_source",
     path=str(FEATURE_TABLES / "merchant_stats.parquet"),
-    timestamp_field="event_timestamp",
+    timestamp_field=EVENT_TIME,
 )
 
 # Customer activity. TTL: a customer silent for 30 days has no recent state worth serving.
@@ -66,7 +74,8 @@ customer_stats_fv = FeatureView(
         Field(name="cust_amount_mean_30d", dtype=Float64),
         Field(name="cust_amount_std_30d", dtype=Float64),
         Field(name="cust_last_txn_ts", dtype=Float64),
-        Field(name="cust_account_created_ts", dtype=Float64),
+        # Only when the data has an account-creation date (contract: columns.account_created).
+        *([Field(name="cust_account_created_ts", dtype=Float64)] if CONTRACT.has_account_created else []),
     ],
     online=True,
     source=customer_stats_source,

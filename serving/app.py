@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from mlops_recipes.contract import Contract
 from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
@@ -44,6 +45,8 @@ from serving.schemas import (
     ReadyState,
     TensorMetadata,
     Transaction,
+    batch_model,
+    transaction_model,
 )
 from serving.scoring import score
 from serving.settings import ServingSettings
@@ -65,6 +68,7 @@ class ServiceState:
     metrics: ServiceMetrics
     models: ModelManager
     features: OnlineFeatures
+    contract: Contract
     scoring_slots: asyncio.Semaphore
     monitor: LiveMonitor
     process: ProcessSampler
@@ -105,6 +109,7 @@ async def _scored(state: ServiceState, transactions: Sequence[Transaction]) -> t
                 transactions,
                 model=model,
                 features=state.features,
+                contract=state.contract,
                 threshold=state.serving.threshold,
                 metrics=state.metrics,
                 monitor=state.monitor,
@@ -127,7 +132,7 @@ def _warm_up_features(state: ServiceState) -> Callable[[LoadedModel], None]:
     """
 
     def warm_up(model: LoadedModel) -> None:
-        state.features.warm_up(model.feature_service)
+        state.features.warm_up(model.feature_service, state.contract.placeholder_keys())
 
     return warm_up
 
@@ -221,6 +226,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         metrics=metrics,
         models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
         features=OnlineFeatures(settings),
+        contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(
             metrics,
@@ -251,20 +257,25 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         _log.error("%s", error)
         return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
-    _routes(app)
+    _routes(app, state.contract)
     return app
 
 
-def _routes(app: FastAPI) -> None:
-    @app.post("/predict", response_model=Prediction, responses=_ERRORS, dependencies=[Authorized], tags=["scoring"])
+def _routes(app: FastAPI, contract: Contract) -> None:
+    # The request models derive from the data contract; FastAPI reads a body's model from the annotation.
+    transaction_body = transaction_model(contract)
+    batch_body = batch_model(transaction_body)
+
     async def predict(transaction: Transaction, state: State) -> Prediction:
         """Score one transaction by entity ids (features from the online store) and request fields."""
         _, predictions = await _scored(state, [transaction])
         return predictions[0]
 
-    @app.post(
-        "/predict/batch", response_model=BatchResponse, responses=_ERRORS, dependencies=[Authorized], tags=["scoring"]
+    predict.__annotations__["transaction"] = transaction_body
+    app.post("/predict", response_model=Prediction, responses=_ERRORS, dependencies=[Authorized], tags=["scoring"])(
+        predict
     )
+
     async def predict_batch(batch: BatchRequest, state: State) -> BatchResponse:
         """Score up to SERVING_MAX_BATCH transactions in one call."""
         if len(batch.transactions) > state.serving.max_batch:
@@ -274,6 +285,11 @@ def _routes(app: FastAPI) -> None:
             )
         model, predictions = await _scored(state, batch.transactions)
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=predictions)
+
+    predict_batch.__annotations__["batch"] = batch_body
+    app.post(
+        "/predict/batch", response_model=BatchResponse, responses=_ERRORS, dependencies=[Authorized], tags=["scoring"]
+    )(predict_batch)
 
     @app.post(
         "/feedback", response_model=FeedbackResponse, responses=_ERRORS, dependencies=[Authorized], tags=["monitoring"]

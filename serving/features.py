@@ -33,7 +33,7 @@ class OnlineFeatures:
                     self._store = open_store(self._settings)
         return self._store
 
-    def lookup(self, service_name: str, entity_rows: list[dict[str, int]]) -> dict[str, list[Any]]:
+    def lookup(self, service_name: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         """Feature values per entity row (None where the store has nothing), keyed by feature name."""
         try:
             store = self._open()
@@ -64,9 +64,9 @@ class OnlineFeatures:
             view.name: view.most_recent_end_time.timestamp() for view in views if view.most_recent_end_time is not None
         }
 
-    def warm_up(self, service_name: str) -> None:
-        """Pay the first-call cost (registry load, connections) before traffic arrives."""
+    def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:
+        """Pay the first-call cost (registry load, connections) before traffic arrives (``keys``: no real entity)."""
         try:
-            self.lookup(service_name, [{"customer_id": 0, "merchant_id": 0}])
+            self.lookup(service_name, [keys])
         except FeatureStoreUnavailable as error:
             _log.warning("feature store warm-up failed (will retry on requests): %s", error)

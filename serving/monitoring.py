@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlops_recipes.core.drift import DriftWindow
-from mlops_recipes.core.request_features import REQUEST_ONLY_FEATURES
+from mlops_recipes.core.request_features import is_request_only
 from mlops_recipes.io.models import LoadedModel
 from serving.metrics import ServiceMetrics
 
@@ -42,7 +42,7 @@ class FeedbackResult:
 
 def feature_source(name: str) -> str:
     """``request`` for inputs computed from the request alone, ``stored`` for those that use online features."""
-    return "request" if name in REQUEST_ONLY_FEATURES else "stored"
+    return "request" if is_request_only(name) else "stored"
 
 
 def outcome(*, predicted: bool, actual: bool) -> str:

@@ -1,15 +1,21 @@
-"""Request and response models of the scoring API (documented with examples in the OpenAPI page)."""
+"""Request and response models of the scoring API (documented with examples in the OpenAPI page).
+
+The transaction to score is built from the data contract (:func:`transaction_model`): the entity ids' types,
+the amount's bound, the categorical fields as enums of their declared values, the numeric fields (optional
+where the contract says so) and the OpenAPI example.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mlops_recipes.core.schema import MAX_AMOUNT
+from mlops_recipes.contract import AMOUNT, CUSTOMER, LABEL, MERCHANT, TRANSACTION_ID, Contract
 
-EntityId = Annotated[int, Field(ge=1, le=2**62, description="Entity key, as in the feature store.")]
+IntEntityId = Annotated[int, Field(ge=0, le=2**62, description="Entity key, as in the feature store.")]
+StrEntityId = Annotated[str, Field(min_length=1, max_length=128, description="Entity key, as in the feature store.")]
 TransactionId = Annotated[
     str,
     Field(
@@ -22,21 +28,60 @@ TransactionId = Annotated[
 
 
 class Transaction(BaseModel):
-    """A card transaction to score: entity ids plus the fields known only at request time."""
+    """A card transaction to score: entity ids plus the fields known only at request time.
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"customer_id": 42, "merchant_id": 7, "amount": 129.9, "channel": "online"}]},
-    )
+    The contract's fields are added by :func:`transaction_model`; scoring reads them by name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     transaction_id: TransactionId | None = None
-    customer_id: EntityId
-    merchant_id: EntityId
-    amount: float = Field(gt=0, le=MAX_AMOUNT, description="Transaction amount.")
-    channel: Literal["pos", "online", "atm"]
     event_timestamp: dt.datetime | None = Field(
         default=None, description="When the transaction happened (timezone-aware); default: now."
     )
+
+
+def transaction_model(contract: Contract) -> type[Transaction]:
+    """The request model of one transaction, derived from the data contract."""
+    fields: dict[str, Any] = {
+        column: (IntEntityId if contract.id_type(column) == "int" else StrEntityId, ...)
+        for column in (CUSTOMER, MERCHANT)
+    }
+    fields[AMOUNT] = (float, Field(gt=0, le=contract.columns.amount.max, description="Transaction amount."))
+    example: dict[str, Any] = {
+        CUSTOMER: 42 if contract.id_type(CUSTOMER) == "int" else "C0042",
+        MERCHANT: 7 if contract.id_type(MERCHANT) == "int" else "M007",
+        AMOUNT: 129.9,
+    }
+    for name, spec in contract.categorical.items():
+        kind: Any = str if spec.open else Literal[tuple(spec.values)]
+        fields[name] = (kind, Field(description=f"One of the declared values of categorical.{name}."))
+        example[name] = spec.values[1]
+    for name, numeric in contract.numeric.items():
+        bounded = Field(default=None if numeric.optional else ..., ge=numeric.min, le=numeric.max, allow_inf_nan=False)
+        fields[name] = (float | None if numeric.optional else float, bounded)
+        example[name] = numeric.min if numeric.min is not None else 1.0
+    model: type[Transaction] = create_model(
+        "Transaction",
+        __base__=Transaction,
+        __config__=None,
+        __doc__=Transaction.__doc__,
+        **fields,
+    )
+    model.model_config["json_schema_extra"] = {"examples": [example]}
+    model.model_rebuild(force=True)
+    return model
+
+
+def batch_model(transaction: type[Transaction]) -> type[BatchRequest]:
+    """The batch request model over the contract's transaction model."""
+    model: type[BatchRequest] = create_model(
+        "BatchRequest",
+        __base__=BatchRequest,
+        __doc__=BatchRequest.__doc__,
+        transactions=(list[transaction], Field(min_length=1)),  # type: ignore[valid-type]
+    )
+    return model
 
 
 class Prediction(BaseModel):
@@ -47,7 +92,7 @@ class Prediction(BaseModel):
             "examples": [
                 {
                     "fraud_probability": 0.031,
-                    "is_fraud": False,
+                    LABEL: False,
                     "threshold": 0.5,
                     "model_name": "fraud-detector",
                     "model_version": "3",
@@ -96,7 +141,7 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"labels": [{"transaction_id": "tx-0001", "is_fraud": True}]}]},
+        json_schema_extra={"examples": [{"labels": [{TRANSACTION_ID: "tx-0001", LABEL: True}]}]},
     )
 
     labels: list[Label] = Field(min_length=1)

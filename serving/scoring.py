@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from mlops_recipes.core.request_features import STORED_FEATURES, request_features
+from mlops_recipes.core.request_features import request_features, stored_features
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
@@ -23,16 +24,24 @@ def _as_float_column(values: list[Any]) -> np.ndarray:
 
 
 def model_matrix(
-    stored: dict[str, list[Any]], transactions: Sequence[Transaction], features: Sequence[str], *, now: float
+    stored: dict[str, list[Any]],
+    transactions: Sequence[Transaction],
+    features: Sequence[str],
+    contract: Contract,
+    *,
+    now: float,
 ) -> np.ndarray:
     """The model's input rows: stored features and request fields through ``request_features``."""
-    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in STORED_FEATURES}
-    columns["amount"] = np.array([t.amount for t in transactions], dtype=np.float64)
-    columns["channel"] = np.array([t.channel for t in transactions])
-    columns["event_timestamp"] = np.array(
+    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in stored_features(contract)}
+    columns[AMOUNT] = np.array([getattr(t, AMOUNT) for t in transactions], dtype=np.float64)
+    for name in contract.categorical:
+        columns[name] = np.array([getattr(t, name) for t in transactions])
+    for name in contract.numeric:
+        columns[name] = _as_float_column([getattr(t, name) for t in transactions])
+    columns[EVENT_TIME] = np.array(
         [now if t.event_timestamp is None else _epoch(t.event_timestamp) for t in transactions], dtype=np.float64
     )
-    inputs = request_features(columns)
+    inputs = request_features(columns, contract)
     return np.column_stack([inputs[name] for name in features])
 
 
@@ -47,6 +56,7 @@ def score(
     *,
     model: LoadedModel,
     features: OnlineFeatures,
+    contract: Contract,
     threshold: float,
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
@@ -54,10 +64,11 @@ def score(
     """Score ``transactions`` with ``model``; count what was missing; feed the drift and label monitor."""
     started = time.perf_counter()
     stored = features.lookup(
-        model.feature_service, [{"customer_id": t.customer_id, "merchant_id": t.merchant_id} for t in transactions]
+        model.feature_service,
+        [{CUSTOMER: getattr(t, CUSTOMER), MERCHANT: getattr(t, MERCHANT)} for t in transactions],
     )
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
-    matrix = model_matrix(stored, transactions, model.features, now=time.time())
+    matrix = model_matrix(stored, transactions, model.features, contract, now=time.time())
 
     started = time.perf_counter()
     probabilities = model.predict(matrix)
@@ -69,10 +80,10 @@ def score(
 
     predictions = []
     for row, probability in enumerate(probabilities.tolist()):
-        missing = [name for name in STORED_FEATURES if stored[name][row] is None]
+        missing = [name for name in stored_features(contract) if stored[name][row] is None]
         for name in missing:
             metrics.missing_features.labels(name).inc()
-        if all(stored[name][row] is None for name in CUSTOMER_FEATURES):
+        if all(stored[name][row] is None for name in CUSTOMER_FEATURES if name in stored):
             metrics.unknown_entities.labels("customer").inc()
         if all(stored[name][row] is None for name in MERCHANT_FEATURES):
             metrics.unknown_entities.labels("merchant").inc()

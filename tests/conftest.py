@@ -20,6 +20,7 @@ BIN_DIR = Path(sys.executable).parent
 PROJECT_FILES = (
     "dvc.yaml",
     "params.yaml",
+    "contract.yaml",
     ".dvcignore",
     ".gitignore",
     "feature_repo",
@@ -174,6 +175,67 @@ def make_project(root: Path, params: dict[str, Any]) -> Project:
     project.run("git", "init", "-q", "-b", "main")
     project.commit("template copy")
     return project
+
+
+# --- A user's file shaped differently from the demo (issue 11): built here, never committed -----------------
+
+# The contract a user writes for that file: no transaction id, no account-creation date, string card ids,
+# ISO-8601 times with offsets, other channel values, a country and a merchant category, two ignored columns.
+OTHER_CONTRACT = """\
+version: 1
+columns:
+  transaction_id: null
+  event_time: {source: ts, format: ISO8601}
+  customer: {source: card_number, type: string}
+  merchant: {source: shop, type: string}
+  amount: {source: value_eur}
+  label: {source: chargeback}
+  account_created: null
+categorical:
+  channel: {source: chan, values: [pos, ecom, atm]}
+  country: {source: country_code, values: [FR, DE, ES, IT, NL], encoding: category}
+  merchant_category: {source: mcc, values: ['5411', '5812', '5999', '7995', '4829'], encoding: category}
+ignore: [note, batch_no]
+"""
+_COUNTRIES = ("FR", "DE", "ES", "IT", "NL")
+_MCC = ("5411", "5812", "5999", "7995", "4829")
+
+
+def other_shaped_transactions(frame: Any) -> Any:
+    """The demo's transactions re-shaped as another system exports them (see ``OTHER_CONTRACT``)."""
+    import numpy as np
+    import pandas as pd
+
+    from mlops_recipes.core.generator import TRANSACTION_COLUMNS
+
+    transaction_id, event_time, customer, merchant, amount, channel, _, label = TRANSACTION_COLUMNS
+    local = frame[event_time].dt.tz_convert("Europe/Paris")
+    return pd.DataFrame(
+        {
+            "note": np.where(frame[label] == 1, "check", ""),
+            "ts": [stamp.isoformat() for stamp in local],
+            "card_number": [f"{value:08d}" for value in frame[customer]],  # leading zeros that must survive
+            "shop": [f"S-{value:03d}" for value in frame[merchant]],
+            "value_eur": frame[amount].map(lambda v: f"{v:.2f}"),
+            "chan": frame[channel].replace({"online": "ecom"}),
+            "country_code": [_COUNTRIES[value % len(_COUNTRIES)] for value in frame[customer]],
+            "mcc": [_MCC[value % len(_MCC)] for value in frame[merchant]],
+            "chargeback": frame[label],
+            "batch_no": frame[transaction_id] // 1000,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def other_shaped() -> Callable[[Any], Any]:
+    """``other_shaped(generated_frame)``: the frame as a differently shaped export (contract: ``OTHER_CONTRACT``)."""
+    return other_shaped_transactions
+
+
+@pytest.fixture(scope="session")
+def other_contract_text() -> str:
+    """The contract for :func:`other_shaped_transactions`' files."""
+    return OTHER_CONTRACT
 
 
 @pytest.fixture(scope="session")

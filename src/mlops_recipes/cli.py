@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("rollback", help="move champion back to the previous champion")
     show = commands.add_parser("params", help="validate and print the parameters")
     show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
+    contract = commands.add_parser("contract", help="the data contract: check it, print its schema, draft one")
+    actions = contract.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="validate a contract file (default: the project's contract.yaml)")
+    check.add_argument("path", nargs="?", type=Path, help="contract file")
+    actions.add_parser("schema", help="print the JSON Schema of contract.yaml")
+    infer = actions.add_parser("infer", help="draft a contract from a Parquet/CSV file, for review")
+    infer.add_argument("path", type=Path, help="your transactions file")
+    infer.add_argument("--output", "-o", type=Path, help="write the draft here instead of stdout")
     return parser
 
 
@@ -86,6 +94,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "params" and args.schema:
         _print(json_schema())
         return 0
+    if args.command == "contract":
+        return _contract(args, settings)
     params = load_params(args.params or settings.path(settings.params_file))
     if args.command == "params":
         _print(params.model_dump(mode="json", by_alias=True))
@@ -117,7 +127,32 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
+def _contract(args: argparse.Namespace, settings: Settings) -> int:
+    from mlops_recipes import contract
+
+    if args.action == "schema":
+        _print(contract.json_schema())
+        return 0
+    if args.action == "check":
+        path = args.path or settings.contract_path
+        checked = contract.load_contract(path)
+        print(f"{path}: valid contract ({contract.describe(checked)})")  # noqa: T201 - the CLI's output
+        return 0
+    from mlops_recipes.core.infer import draft_contract
+    from mlops_recipes.io.files import read_table
+
+    text = draft_contract(read_table(args.path))
+    if args.output is None:
+        print(text, end="")  # noqa: T201 - the CLI's output
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"draft contract written to {args.output}: review the roles, then `mlops contract check {args.output}`")  # noqa: T201
+    return 0
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from mlops_recipes.contract import ContractError
+    from mlops_recipes.core.conform import ContractMismatchError
     from mlops_recipes.core.schema import DataValidationError
     from mlops_recipes.core.split import SplitError
     from mlops_recipes.io.feature_store import FeatureStoreError
@@ -126,6 +161,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ParamsError,
+        ContractError,
+        ContractMismatchError,
         DataValidationError,
         SplitError,
         FeatureStoreError,

@@ -9,9 +9,13 @@ an MLflow server, Redis and Postgres through environment variables only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from mlops_recipes.contract import Contract
 
 
 class Settings(BaseSettings):
@@ -21,6 +25,8 @@ class Settings(BaseSettings):
 
     project_root: Path = Field(default_factory=Path.cwd)
     params_file: Path = Path("params.yaml")
+    # The data contract (columns, roles, types, domains); the Feast definitions read the same variable.
+    contract_file: Path = Path("contract.yaml")
     data_dir: Path = Path("data")
     reports_dir: Path = Path("reports")
     metrics_dir: Path = Path("metrics")
@@ -57,6 +63,17 @@ class Settings(BaseSettings):
         """Resolve a project-relative path against the project root."""
         candidate = Path(relative)
         return candidate if candidate.is_absolute() else self.project_root / candidate
+
+    @property
+    def contract_path(self) -> Path:
+        """The data contract every stage and the service derive from."""
+        return self.path(self.contract_file)
+
+    def contract(self) -> Contract:
+        """Load and validate the data contract (raises :class:`~mlops_recipes.contract.ContractError`)."""
+        from mlops_recipes.contract import load_contract
+
+        return load_contract(self.contract_path)
 
     # The files the stages exchange; dvc.yaml names the same paths as deps and outs.
     @property

@@ -57,10 +57,12 @@ def test_drift_gauges_alerts_and_the_retrain_loop(
 
     service = start_service(trained_project, env=DRIFT_ENV)
     service.wait_ready()
-    recent = recent_transactions(Settings(project_root=trained_project.root))
+    settings = Settings(project_root=trained_project.root)
+    contract = settings.contract()
+    recent = recent_transactions(settings, contract)
 
     # Unshifted replay, with labels: every drift figure stays under the alert threshold.
-    calm = send(service.url, live_transactions(recent, DriftParams(), rows=WINDOW, seed=1), labels=True)
+    calm = send(service.url, live_transactions(recent, DriftParams(), contract, rows=WINDOW, seed=1), labels=True)
     assert calm.failed_requests == 0
     assert calm.labels_matched == WINDOW
     wait_for(lambda: scrape(service).value("drift_window_rows") == WINDOW, timeout=10, what="a full drift window")
@@ -78,7 +80,7 @@ def test_drift_gauges_alerts_and_the_retrain_loop(
     assert metrics.value("feedback_labels_total") == WINDOW
     assert metrics.value("feedback_labels_total", outcome="tp") + metrics.value(
         "feedback_labels_total", outcome="fn"
-    ) == sum(t["is_fraud"] for t in live_transactions(recent, DriftParams(), rows=WINDOW, seed=1))
+    ) == sum(t["is_fraud"] for t in live_transactions(recent, DriftParams(), contract, rows=WINDOW, seed=1))
 
     prometheus = start_prometheus([MODEL_RULES], service.url.removeprefix("http://"), fire_at_once=True)
     wait_for(lambda: _has_data(prometheus, "fraud:feature_drift_psi:max"), timeout=30, what="Prometheus to scrape")
@@ -87,7 +89,7 @@ def test_drift_gauges_alerts_and_the_retrain_loop(
 
     # Shifted: amounts x4, 40 points more online. The window fills with shifted rows; the gauges and the alert react.
     shifted = DriftParams(amount_scale=4.0, online_share_shift=0.4)
-    assert send(service.url, live_transactions(recent, shifted, rows=WINDOW, seed=2)).failed_requests == 0
+    assert send(service.url, live_transactions(recent, shifted, contract, rows=WINDOW, seed=2)).failed_requests == 0
     # A publication may have caught the window half calm, half shifted: wait until both shifted inputs show it.
     wait_for(
         lambda: min(request_psi(scrape(service))[name] for name in ("amount", "channel_online")) > 0.2,

@@ -71,7 +71,9 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
     service = start_service(trained_project, env=SERVICE_ENV)
     service.wait_ready()
     prometheus = start_prometheus(RULE_FILES, service.url.removeprefix("http://"))
-    recent = recent_transactions(Settings(project_root=trained_project.root))
+    settings = Settings(project_root=trained_project.root)
+    contract = settings.contract()
+    recent = recent_transactions(settings, contract)
     # Replayed traffic with labels (5x the fraud: some scores and labels are positive) through /predict/batch, and
     # an unknown customer (missing features) through /predict.
     unknown = {"customer_id": 9_999_999, "merchant_id": 1, "amount": 30.0, "channel": "pos"}
@@ -82,7 +84,7 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
     while pending and time.monotonic() < deadline:
         round_ += 1
         traffic = live_transactions(
-            recent, DriftParams(fraud_multiplier=5), rows=60, seed=round_, id_prefix=f"r{round_}"
+            recent, DriftParams(fraud_multiplier=5), contract, rows=60, seed=round_, id_prefix=f"r{round_}"
         )
         assert send(service.url, traffic, labels=True).failed_requests == 0
         # /predict alone carries the latency SLO.

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_recipes.core.generator import TRANSACTION_COLUMNS, generate_transactions, window_end
-from mlops_recipes.core.request_features import CHANNELS
+from mlops_recipes.core.generator import CHANNELS, TRANSACTION_COLUMNS, generate_transactions, window_end
 from mlops_recipes.params import DataParams, DriftParams
 
 pytestmark = pytest.mark.unit

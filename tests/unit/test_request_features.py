@@ -10,15 +10,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_recipes.contract import Contract, demo_contract
+from mlops_recipes.core.generator import CHANNELS
 from mlops_recipes.core.request_features import (
-    CHANNELS,
-    MODEL_FEATURES,
     STORED_FEATURES,
     event_seconds,
-    request_features,
+    model_features,
 )
+from mlops_recipes.core.request_features import request_features as _request_features
 
 pytestmark = pytest.mark.unit
+
+# These cases are worked out on the demo contract (the generator's columns and channel values).
+DEMO = demo_contract()
+MODEL_FEATURES = model_features(DEMO)
+
+
+def request_features(columns: Any, contract: Contract = DEMO) -> dict[str, np.ndarray]:
+    return _request_features(columns, contract)
+
 
 DAY = 86_400.0
 

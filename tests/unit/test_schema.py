@@ -1,4 +1,4 @@
-"""core/schema.py: the raw-transaction data contract and its error messages."""
+"""core/schema.py: the schema gate derived from the (demo) data contract, and its error messages."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from mlops_recipes.contract import demo_contract
 from mlops_recipes.core.schema import DataValidationError, validate_transactions
 from mlops_recipes.params import ValidateParams
 
@@ -44,7 +45,7 @@ def valid(make_transactions: Callable[..., pd.DataFrame]) -> pd.DataFrame:
 
 def _failures(frame: pd.DataFrame, params: ValidateParams = PARAMS) -> tuple[list[dict[str, Any]], str]:
     with pytest.raises(DataValidationError) as info:
-        validate_transactions(frame, params)
+        validate_transactions(frame, params, demo_contract())
     return info.value.failures, str(info.value)
 
 
@@ -57,7 +58,7 @@ def _find(failures: list[dict[str, Any]], column: str, check_part: str) -> dict[
 def test_generated_frame_passes_and_extra_columns_are_dropped(small_generated: pd.DataFrame) -> None:
     frame = small_generated.assign(note="x", score=0.5)
 
-    valid, summary = validate_transactions(frame, ValidateParams(min_rows=100))
+    valid, summary = validate_transactions(frame, ValidateParams(min_rows=100), demo_contract())
 
     assert list(valid.columns) == CONTRACT
     assert len(valid) == len(small_generated)
@@ -67,7 +68,7 @@ def test_generated_frame_passes_and_extra_columns_are_dropped(small_generated: p
 
 
 def test_summary_of_a_hand_built_frame(valid: pd.DataFrame) -> None:
-    _, summary = validate_transactions(valid, PARAMS)
+    _, summary = validate_transactions(valid, PARAMS, demo_contract())
 
     assert summary.rows == 10
     assert summary.fraud_rate == pytest.approx(0.1)
@@ -165,7 +166,7 @@ def test_fraud_rate_out_of_bounds(valid: pd.DataFrame, frauds: list[int]) -> Non
 def test_fraud_rate_at_the_bounds_passes(valid: pd.DataFrame) -> None:
     valid["is_fraud"] = [1] * 5 + [0] * 5  # exactly max_fraud_rate=0.5
 
-    validated, _ = validate_transactions(valid, PARAMS)
+    validated, _ = validate_transactions(valid, PARAMS, demo_contract())
 
     assert len(validated) == 10
 
@@ -193,7 +194,7 @@ def test_account_created_after_the_transaction(valid: pd.DataFrame) -> None:
 def test_account_created_at_the_transaction_instant_is_fine(valid: pd.DataFrame) -> None:
     valid.loc[3, "account_created_at"] = valid.loc[3, "event_timestamp"]
 
-    validated, _ = validate_transactions(valid, PARAMS)
+    validated, _ = validate_transactions(valid, PARAMS, demo_contract())
 
     assert len(validated) == 10
 
@@ -201,7 +202,7 @@ def test_account_created_at_the_transaction_instant_is_fine(valid: pd.DataFrame)
 def test_several_broken_checks_are_all_reported(valid: pd.DataFrame) -> None:
     valid.loc[1, "amount"] = -5.0
     valid.loc[2, "channel"] = "fax"
-    valid.loc[3, "customer_id"] = 0
+    valid.loc[3, "customer_id"] = -3
 
     failures, message = _failures(valid)
 

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 
 from flows.monitor import PrometheusUnavailable, cooldown_key, firing_retrain_alerts
+from mlops_recipes.contract import demo_contract
 from mlops_recipes.monitoring.traffic import live_transactions
 from mlops_recipes.params import DriftParams
 
 pytestmark = pytest.mark.unit
+
+DEMO = demo_contract()  # the demo's columns and channel values
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def _shares(rows: list[dict[str, object]]) -> tuple[float, float, float]:
 
 
 def test_unshifted_traffic_keeps_the_mix_and_is_timed_today(recent: pd.DataFrame) -> None:
-    rows = live_transactions(recent, DriftParams(), rows=3_000, seed=1)
+    rows = live_transactions(recent, DriftParams(), DEMO, rows=3_000, seed=1)
     online, fraud, amount = _shares(rows)
     assert online == pytest.approx(0.35, abs=0.03)
     assert fraud == pytest.approx(0.02, abs=0.01)
@@ -53,19 +56,21 @@ def test_unshifted_traffic_keeps_the_mix_and_is_timed_today(recent: pd.DataFrame
 
 def test_drift_knobs_shift_amounts_channel_and_fraud(recent: pd.DataFrame) -> None:
     rows = live_transactions(
-        recent, DriftParams(amount_scale=3.0, online_share_shift=0.3, fraud_multiplier=5.0), rows=3_000, seed=1
+        recent, DriftParams(amount_scale=3.0, online_share_shift=0.3, fraud_multiplier=5.0), DEMO, rows=3_000, seed=1
     )
     online, fraud, amount = _shares(rows)
     assert online == pytest.approx(0.65, abs=0.04)
     assert fraud == pytest.approx(5 * 0.02 / (1 + 4 * 0.02), abs=0.03)
     assert amount == pytest.approx(3 * float(recent["amount"].median()), rel=0.15)
-    fewer_online, _, _ = _shares(live_transactions(recent, DriftParams(online_share_shift=-0.3), rows=3_000, seed=1))
+    fewer_online, _, _ = _shares(
+        live_transactions(recent, DriftParams(online_share_shift=-0.3), DEMO, rows=3_000, seed=1)
+    )
     assert fewer_online == pytest.approx(0.05, abs=0.03)
 
 
 def test_nothing_to_replay_is_a_clear_error(recent: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="no recent transactions"):
-        live_transactions(recent.iloc[:0], DriftParams(), rows=10, seed=1)
+        live_transactions(recent.iloc[:0], DriftParams(), DEMO, rows=10, seed=1)
 
 
 def test_one_retrain_per_cooldown_period() -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, LABEL, MERCHANT
+
 CUSTOMER_WINDOWS = {"1h": "1h", "24h": "24h", "7d": "7D"}
 CUSTOMER_FEATURES = (
     "cust_txn_count_1h",
@@ -39,12 +41,17 @@ def _epoch_seconds(values: pd.Series) -> np.ndarray:
 
 
 def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Rolling per-customer aggregates, one row per (customer, transaction time)."""
-    frame = transactions[["customer_id", "event_timestamp", "amount", "account_created_at"]]
-    frame = frame.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
-    out = pd.DataFrame({"customer_id": frame["customer_id"], "event_timestamp": frame["event_timestamp"]})
-    indexed = frame.set_index("event_timestamp")
-    by_customer = indexed.groupby("customer_id", sort=False)["amount"]
+    """Rolling per-customer aggregates, one row per (customer, transaction time).
+
+    Without an account-creation column (the contract's ``columns.account_created: null``) the
+    ``cust_account_created_ts`` feature is left out.
+    """
+    has_created = ACCOUNT_CREATED in transactions.columns
+    frame = transactions[[CUSTOMER, EVENT_TIME, AMOUNT, *([ACCOUNT_CREATED] if has_created else [])]]
+    frame = frame.sort_values([CUSTOMER, EVENT_TIME], kind="stable").reset_index(drop=True)
+    out = pd.DataFrame({CUSTOMER: frame[CUSTOMER], EVENT_TIME: frame[EVENT_TIME]})
+    indexed = frame.set_index(EVENT_TIME)
+    by_customer = indexed.groupby(CUSTOMER, sort=False)[AMOUNT]
     for name, window in CUSTOMER_WINDOWS.items():
         rolling = by_customer.rolling(window)
         out[f"cust_txn_count_{name}"] = rolling.count().to_numpy().astype(np.int64)
@@ -52,10 +59,11 @@ def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
     month = by_customer.rolling("30D")
     out["cust_amount_mean_30d"] = month.mean().to_numpy()
     out["cust_amount_std_30d"] = month.std(ddof=0).to_numpy()
-    out["cust_last_txn_ts"] = _epoch_seconds(frame["event_timestamp"])
-    out["cust_account_created_ts"] = _epoch_seconds(frame["account_created_at"])
+    out["cust_last_txn_ts"] = _epoch_seconds(frame[EVENT_TIME])
+    if has_created:
+        out["cust_account_created_ts"] = _epoch_seconds(frame[ACCOUNT_CREATED])
     # Two transactions of one customer in the same second: keep the state after the last one.
-    out = out.drop_duplicates(["customer_id", "event_timestamp"], keep="last")
+    out = out.drop_duplicates([CUSTOMER, EVENT_TIME], keep="last")
     return out.reset_index(drop=True)
 
 
@@ -65,16 +73,16 @@ def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.Dat
     The fraud rate is shrunk toward the all-merchant rate of the same window:
     ``(frauds + prior_weight * global_rate) / (count + prior_weight)``.
     """
-    day = transactions["event_timestamp"].dt.floor("D")
+    day = transactions[EVENT_TIME].dt.floor("D")
     daily = (
         transactions.assign(day=day)
-        .groupby(["merchant_id", "day"], sort=True)
-        .agg(count=("amount", "size"), frauds=("is_fraud", "sum"), amount=("amount", "sum"))
+        .groupby([MERCHANT, "day"], sort=True)
+        .agg(count=(AMOUNT, "size"), frauds=(LABEL, "sum"), amount_sum=(AMOUNT, "sum"))
     )
     first, last = day.min(), day.max() + pd.Timedelta(days=1)
     days = pd.date_range(first, last, freq="D", tz="UTC")
-    merchants = np.sort(transactions["merchant_id"].unique())
-    grid = pd.MultiIndex.from_product([merchants, days], names=["merchant_id", "day"])
+    merchants = np.sort(transactions[MERCHANT].unique())
+    grid = pd.MultiIndex.from_product([merchants, days], names=[MERCHANT, "day"])
     daily = daily.reindex(grid, fill_value=0)
 
     def trailing(column: str) -> np.ndarray:
@@ -85,19 +93,19 @@ def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.Dat
         window: np.ndarray = padded[:, np.arange(len(days))] - padded[:, np.clip(lagged, 0, None)]
         return window
 
-    counts, frauds, amounts = trailing("count"), trailing("frauds"), trailing("amount")
+    counts, frauds, amounts = trailing("count"), trailing("frauds"), trailing("amount_sum")
     global_rate = frauds.sum(axis=0) / np.maximum(counts.sum(axis=0), 1.0)
     rate = (frauds + prior_weight * global_rate) / (counts + prior_weight)
     mean_amount = np.divide(amounts, counts, out=np.full_like(amounts, np.nan), where=counts > 0)
     out = pd.DataFrame(
         {
-            "merchant_id": np.repeat(merchants, len(days)).astype(np.int64),
-            "event_timestamp": np.tile(days, len(merchants)),
+            MERCHANT: np.repeat(merchants, len(days)),  # the key's own type (int or string, per the contract)
+            EVENT_TIME: np.tile(days, len(merchants)),
             "merch_txn_count_7d": counts.ravel().astype(np.int64),
             "merch_fraud_rate_7d": rate.ravel(),
             "merch_amount_mean_7d": mean_amount.ravel(),
         }
     )
     # The first day has no history yet: not a feature row anyone should see.
-    with_history: pd.DataFrame = out.loc[out["event_timestamp"] > first].reset_index(drop=True)
+    with_history: pd.DataFrame = out.loc[out[EVENT_TIME] > first].reset_index(drop=True)
     return with_history

@@ -14,9 +14,10 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from mlops_recipes.core.request_features import CHANNELS
 from mlops_recipes.params import DataParams
 
+# The demo's channel values (the demo contract, ``contract.yaml``, declares the same domain).
+CHANNELS = ("pos", "online", "atm")
 TRANSACTION_COLUMNS = (
     "transaction_id",
     "event_timestamp",

@@ -5,18 +5,28 @@ Stock estimators keep MLflow's skops serialization simple (see the trusted types
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops_recipes.params import TrainParams
 
 
-def build_model(params: TrainParams) -> Pipeline:
-    """An unfitted classifier pipeline; ``predict_proba(X)[:, 1]`` is the fraud probability."""
+def build_model(params: TrainParams, *, categorical: Sequence[int] = ()) -> Pipeline:
+    """An unfitted classifier pipeline; ``predict_proba(X)[:, 1]`` is the fraud probability.
+
+    ``categorical`` are the matrix columns that hold a category's position in its declared domain (the
+    contract's ``encoding: category``; NaN for unseen): gradient boosting splits on them as categories, the
+    linear model one-hot encodes them (unseen values set no indicator). The encoding lives in the Pipeline
+    MLflow logs, so every scorer passes the same float matrix.
+    """
+    indices = list(categorical)
     if params.model == "hist_gradient_boosting":
         hgb = params.hist_gradient_boosting
         classifier = HistGradientBoostingClassifier(
@@ -28,22 +38,27 @@ def build_model(params: TrainParams) -> Pipeline:
             early_stopping=hgb.early_stopping,
             class_weight=params.class_weight,
             random_state=params.seed,
+            categorical_features=indices or None,
         )
         # Handles missing values natively: a new customer's NaN features are information, not noise.
         return Pipeline([("classifier", classifier)])
     logreg = params.logistic_regression
-    return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
-            ("scale", StandardScaler()),
-            (
-                "classifier",
-                LogisticRegression(
-                    C=logreg.C, max_iter=logreg.max_iter, class_weight=params.class_weight, random_state=params.seed
-                ),
-            ),
-        ]
+    classifier_step = (
+        "classifier",
+        LogisticRegression(
+            C=logreg.C, max_iter=logreg.max_iter, class_weight=params.class_weight, random_state=params.seed
+        ),
     )
+    numeric = [
+        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+        ("scale", StandardScaler()),
+    ]
+    if not indices:
+        return Pipeline([*numeric, classifier_step])
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), indices)], remainder=Pipeline(numeric)
+    )
+    return Pipeline([("encode", encode), classifier_step])
 
 
 def check_training_features(features: pd.DataFrame) -> None:

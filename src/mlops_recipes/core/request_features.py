@@ -12,32 +12,59 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mlops_recipes.contract import AMOUNT, EVENT_TIME, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
 
-CHANNELS = ("pos", "online", "atm")
-# Fields that arrive with the request (or the raw event at training time), not from the feature store.
-REQUEST_FIELDS = ("amount", "channel", "event_timestamp")
+# Every stored feature, when the data has every optional column (the contract may drop some: stored_features).
 STORED_FEATURES = CUSTOMER_FEATURES + MERCHANT_FEATURES
+# Stored features that exist only when the contract declares an account-creation date.
+ACCOUNT_FEATURES = ("cust_account_created_ts",)
 # Stored features that are only inputs to derived ones (absolute times mean nothing to a model).
 _STORED_ONLY = {"cust_last_txn_ts", "cust_account_created_ts"}
-DERIVED_FEATURES = (
-    "amount",
-    "log_amount",
-    "amount_zscore",
-    "amount_to_mean_ratio",
-    "log_seconds_since_last_txn",
-    "account_age_days",
-    "hour_of_day",
-    "is_night",
-    "channel_online",
-    "channel_atm",
-)
-# Derived features that depend on the request alone, not on stored features: their live distribution is directly
-# comparable with training. The others mix in online values, which are snapshots as of the last materialization
-# rather than as of each event (see docs/monitoring.md, drift).
-REQUEST_ONLY_FEATURES = ("amount", "log_amount", "hour_of_day", "is_night", "channel_online", "channel_atm")
-# The model's input columns, in signature order.
-MODEL_FEATURES = tuple(f for f in STORED_FEATURES if f not in _STORED_ONLY) + DERIVED_FEATURES
+# Derived features that mix the request with stored values: their live distribution compares a snapshot with
+# point-in-time training rows (see docs/monitoring.md, drift). Every other derived input depends on the
+# request alone.
+_STORED_DEPENDENT = {"amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn", "account_age_days"}
+
+
+def stored_features(contract: Contract) -> tuple[str, ...]:
+    """The stored features the contract's data allows, in feature-view order."""
+    dropped = () if contract.has_account_created else ACCOUNT_FEATURES
+    return tuple(name for name in STORED_FEATURES if name not in dropped)
+
+
+def encoded_columns(contract: Contract) -> dict[str, tuple[str, ...]]:
+    """Categorical field → the model inputs that encode it (indicators: ``<field>_<value>`` but the first)."""
+    return {
+        name: tuple(f"{name}_{value}" for value in spec.values[1:]) if spec.encoding == "indicators" else (name,)
+        for name, spec in contract.categorical.items()
+    }
+
+
+def category_features(contract: Contract) -> tuple[str, ...]:
+    """Model inputs holding a category's position (encoded as categorical inside the model's Pipeline)."""
+    return tuple(name for name, spec in contract.categorical.items() if spec.encoding == "category")
+
+
+def derived_features(contract: Contract) -> tuple[str, ...]:
+    """Model inputs computed here from the request (and stored values), in signature order."""
+    names = [AMOUNT, "log_amount", "amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn"]
+    if contract.has_account_created:
+        names.append("account_age_days")
+    names += ["hour_of_day", "is_night"]
+    names += [column for columns in encoded_columns(contract).values() for column in columns]
+    names += list(contract.numeric)
+    return tuple(names)
+
+
+def model_features(contract: Contract) -> tuple[str, ...]:
+    """The model's input columns, in signature order."""
+    return tuple(f for f in stored_features(contract) if f not in _STORED_ONLY) + derived_features(contract)
+
+
+def is_request_only(name: str) -> bool:
+    """Whether a model input depends on the request alone (directly comparable with training for drift)."""
+    return name not in STORED_FEATURES and name not in _STORED_DEPENDENT
 
 
 class Columns(Protocol):
@@ -60,37 +87,55 @@ def event_seconds(values: Any) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def request_features(columns: Columns) -> dict[str, np.ndarray]:
-    """Model inputs (``MODEL_FEATURES``) from stored features and request fields.
+def unseen_values(columns: Columns, contract: Contract) -> dict[str, np.ndarray]:
+    """Per categorical field, a mask of rows whose value is outside the declared domain."""
+    out = {}
+    for name, spec in contract.categorical.items():
+        values = np.asarray(columns[name]).astype(str)
+        out[name] = ~np.isin(values, spec.values)
+    return out
+
+
+def request_features(columns: Columns, contract: Contract) -> dict[str, np.ndarray]:
+    """Model inputs (:func:`model_features`) from stored features and request fields.
 
     Missing stored features (a new customer, an unknown merchant) arrive as NaN and stay NaN where a derived
-    feature depends on them; the default model handles missing values natively.
+    feature depends on them; the default model handles missing values natively. A categorical value outside
+    its domain is an error unless the field is declared ``open``: then it sets no indicator (or a missing
+    category).
     """
-    amount = _floats(columns, "amount")
-    now = event_seconds(columns["event_timestamp"])
+    amount = _floats(columns, AMOUNT)
+    now = event_seconds(columns[EVENT_TIME])
     mean = _floats(columns, "cust_amount_mean_30d")
     std = _floats(columns, "cust_amount_std_30d")
     last = _floats(columns, "cust_last_txn_ts")
-    created = _floats(columns, "cust_account_created_ts")
-    channel = np.asarray(columns["channel"]).astype(str)
-    unknown = set(np.unique(channel)) - set(CHANNELS)
-    if unknown:
-        raise ValueError(f"channel must be one of {CHANNELS}, got {sorted(unknown)}")
     hour = np.floor(np.mod(now, 86_400.0) / 3600.0)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         derived = {
-            "amount": amount,
+            AMOUNT: amount,
             "log_amount": np.log1p(amount),
             "amount_zscore": (amount - mean) / np.maximum(std, 1.0),
             "amount_to_mean_ratio": amount / mean,
             "log_seconds_since_last_txn": np.log1p(np.maximum(now - last, 0.0)),
-            "account_age_days": (now - created) / 86_400.0,
             "hour_of_day": hour,
             "is_night": ((hour < 6) | (hour >= 22)).astype(np.float64),
-            "channel_online": (channel == "online").astype(np.float64),
-            "channel_atm": (channel == "atm").astype(np.float64),
         }
-    stored = {name: _floats(columns, name) for name in STORED_FEATURES if name not in _STORED_ONLY}
+        if contract.has_account_created:
+            derived["account_age_days"] = (now - _floats(columns, "cust_account_created_ts")) / 86_400.0
+    for name, spec in contract.categorical.items():
+        values = np.asarray(columns[name]).astype(str)
+        unknown = set(np.unique(values)) - set(spec.values)
+        if unknown and not spec.open:
+            raise ValueError(f"{name} must be one of {tuple(spec.values)}, got {sorted(unknown)}")
+        if spec.encoding == "indicators":
+            for value in spec.values[1:]:
+                derived[f"{name}_{value}"] = (values == value).astype(np.float64)
+        else:
+            codes = {value: float(i) for i, value in enumerate(spec.values)}
+            derived[name] = np.array([codes.get(v, np.nan) for v in values.tolist()], dtype=np.float64)
+    for name in contract.numeric:
+        derived[name] = _floats(columns, name)
+    stored = {name: _floats(columns, name) for name in stored_features(contract) if name not in _STORED_ONLY}
     merged = stored | derived
-    return {name: merged[name] for name in MODEL_FEATURES}
+    return {name: merged[name] for name in model_features(contract)}

@@ -10,28 +10,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas costs ~1 s to import; `mlops summary` reads JSON only
     import pandas as pd
 
-_TIMESTAMP_COLUMNS = ("event_timestamp", "account_created_at")
-
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a user's Parquet or CSV file; timestamp columns are parsed as UTC."""
+    """Read a user's Parquet or CSV file as stored; CSV cells are read as text, never guessed.
+
+    Types come from the data contract afterwards (:func:`mlops_recipes.core.conform.conform`): pandas' guesses
+    would turn an id like ``0742`` into 742 and a code column into floats.
+    """
     import pandas as pd
 
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
-        frame = pd.read_parquet(path)
-    elif suffix in {".csv", ".gz"}:
-        frame = pd.read_csv(path)
-    else:
-        raise ValueError(f"unsupported data file type {suffix!r} ({path}); use Parquet or CSV")
-    for column in _TIMESTAMP_COLUMNS:
-        if column in frame.columns:
-            # Naive values are taken as UTC; any unit (Parquet often stores microseconds) becomes nanoseconds,
-            # the unit the schema and Feast expect. Unparseable values become NaT and fail validation by row.
-            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce").astype("datetime64[ns, UTC]")
-    return frame
+        return pd.read_parquet(path)
+    if suffix in {".csv", ".gz"}:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    raise ValueError(f"unsupported data file type {suffix!r} ({path}); use Parquet or CSV")
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference
-from mlops_recipes.core.request_features import MODEL_FEATURES
+from mlops_recipes.core.request_features import model_features
 from mlops_recipes.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     if info.signature is None:
         raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads")
     features = tuple(info.signature.inputs.input_names())
-    unknown = sorted(set(features) - set(MODEL_FEATURES))
+    unknown = sorted(set(features) - set(model_features(settings.contract())))
     if unknown:
-        raise ModelLoadError(f"{uri} reads features this code cannot compute: {unknown}")
+        raise ModelLoadError(f"{uri} reads features the data contract does not provide: {unknown}")
     feature_service = meta.tags.get("feature_service")
     if not feature_service:
         raise ModelLoadError(f"{uri} has no feature_service tag: cannot tell which features to fetch")

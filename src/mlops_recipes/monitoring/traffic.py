@@ -3,9 +3,10 @@ r"""Live-like traffic for the scoring service, optionally shifted with the gener
 The drift demo and the drift tests use it. Traffic replays the project's own recent transactions (the last days
 of ``data/validated/``: customers and merchants the online store knows, with their real habits), re-timed to
 today at their time of day, and applies the knobs of :class:`~mlops_recipes.params.DriftParams` the way the
-generator does: amounts scaled, a share of transactions moved to (or from) the online channel, fraud over- or
-under-sampled. Requests go to ``/predict/batch``; with ``--labels`` the known outcomes follow on ``/feedback``,
-as confirmed labels would days later, so live precision and recall move too.
+generator does: amounts scaled, a share of transactions moved to (or from) the second value of the contract's
+first categorical field (the demo: the online channel), fraud over- or under-sampled. Request bodies follow the
+data contract (id types, request fields). Requests go to ``/predict/batch``; with ``--labels`` the known
+outcomes follow on ``/feedback``, as confirmed labels would days later, so live precision and recall move too.
 
     python -m mlops_recipes.monitoring.traffic --rows 3000                      # like the training data
     python -m mlops_recipes.monitoring.traffic --rows 3000 --amount-scale 4 \
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_recipes.core.schema import MAX_AMOUNT
+from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, LABEL, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.params import DriftParams
 from mlops_recipes.settings import Settings
 
@@ -45,61 +46,72 @@ class TrafficSummary:
     labels_matched: int
 
 
-def recent_transactions(settings: Settings, *, days: int = 7) -> pd.DataFrame:
+def recent_transactions(settings: Settings, contract: Contract, *, days: int = 7) -> pd.DataFrame:
     """The last ``days`` of the project's validated transactions (run the pipeline first)."""
     path = settings.validated_transactions
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the pipeline first (make run)")
-    frame = pd.read_parquet(
-        path, columns=["customer_id", "merchant_id", "amount", "channel", "event_timestamp", "is_fraud"]
-    )
-    latest = frame["event_timestamp"].max()
-    recent: pd.DataFrame = frame[frame["event_timestamp"] > latest - pd.Timedelta(days=days)]
+    frame = pd.read_parquet(path, columns=[CUSTOMER, MERCHANT, *contract.request_fields, LABEL])
+    latest = frame[EVENT_TIME].max()
+    recent: pd.DataFrame = frame[frame[EVENT_TIME] > latest - pd.Timedelta(days=days)]
     return recent.reset_index(drop=True)
 
 
 def live_transactions(
-    recent: pd.DataFrame, drift: DriftParams, *, rows: int, seed: int, id_prefix: str = "live"
+    recent: pd.DataFrame, drift: DriftParams, contract: Contract, *, rows: int, seed: int, id_prefix: str = "live"
 ) -> list[dict[str, Any]]:
-    """``rows`` request bodies (plus their ``is_fraud`` outcome) drawn from ``recent`` under ``drift``."""
+    """``rows`` request bodies (plus their label outcome) drawn from ``recent`` under ``drift``."""
     if recent.empty:
         raise ValueError("no recent transactions to replay")
     rng = np.random.default_rng(seed)
-    is_fraud = recent["is_fraud"].to_numpy(dtype=bool)
+    is_fraud = recent[LABEL].to_numpy(dtype=bool)
     weights = np.where(is_fraud, drift.fraud_multiplier, 1.0)
     if weights.sum() == 0:
         raise ValueError("fraud_multiplier=0 leaves nothing to replay: the recent window has only fraud")
     picked = recent.iloc[rng.choice(len(recent), size=rows, p=weights / weights.sum())].reset_index(drop=True)
 
-    channel = picked["channel"].to_numpy(dtype=object).copy()
-    online = channel == "online"
-    shift = drift.online_share_shift
-    if shift > 0 and (~online).any():  # move a share of the other channels online: the online share rises by ~shift
-        move = ~online & (rng.random(rows) < min(1.0, shift / max((~online).mean(), 1e-9)))
-        channel[move] = "online"
-    elif shift < 0 and online.any():
-        move = online & (rng.random(rows) < min(1.0, -shift / max(online.mean(), 1e-9)))
-        channel[move] = "pos"
-    amount = np.minimum(picked["amount"].to_numpy(dtype=float) * drift.amount_scale, MAX_AMOUNT)
+    categories = {name: picked[name].to_numpy(dtype=object).copy() for name in contract.categorical}
+    if contract.categorical:  # the share shift acts on the first categorical field: towards its second value
+        name, spec = next(iter(contract.categorical.items()))
+        _shift_share(categories[name], drift.online_share_shift, spec.values[1], spec.values[0], rng)
+    amount = np.minimum(picked[AMOUNT].to_numpy(dtype=float) * drift.amount_scale, contract.columns.amount.max)
 
-    customers = picked["customer_id"].to_numpy(dtype=np.int64)
-    merchants = picked["merchant_id"].to_numpy(dtype=np.int64)
-    outcomes = picked["is_fraud"].to_numpy(dtype=bool)
+    keys = {column: _keys(picked[column], contract.id_type(column)) for column in (CUSTOMER, MERCHANT)}
+    outcomes = picked[LABEL].to_numpy(dtype=bool)
     today = pd.Timestamp.now(tz="UTC").normalize().timestamp()
-    seconds = picked["event_timestamp"].astype("int64").to_numpy() // 1_000_000_000
+    seconds = picked[EVENT_TIME].astype("int64").to_numpy() // 1_000_000_000
     event_time = today + np.mod(seconds, _SECONDS_PER_DAY)  # today, at the transaction's time of day
-    return [
-        {
-            "transaction_id": f"{id_prefix}-{i}",
-            "customer_id": int(customers[i]),
-            "merchant_id": int(merchants[i]),
-            "amount": round(float(amount[i]), 2),
-            "channel": str(channel[i]),
-            "event_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(event_time[i]))),
-            "is_fraud": bool(outcomes[i]),
+    bodies = []
+    for i in range(rows):
+        body: dict[str, Any] = {
+            TRANSACTION_ID: f"{id_prefix}-{i}",
+            **{column: values[i] for column, values in keys.items()},
+            AMOUNT: round(float(amount[i]), 2),
+            **{name: str(values[i]) for name, values in categories.items()},
+            EVENT_TIME: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(event_time[i]))),
         }
-        for i in range(rows)
-    ]
+        for name in contract.numeric:
+            value = float(picked[name].iloc[i])
+            if not np.isnan(value):
+                body[name] = value
+        body[LABEL] = bool(outcomes[i])
+        bodies.append(body)
+    return bodies
+
+
+def _keys(values: pd.Series, kind: str) -> list[Any]:
+    return [int(v) for v in values.tolist()] if kind == "int" else [str(v) for v in values.tolist()]
+
+
+def _shift_share(values: np.ndarray, shift: float, towards: str, away: str, rng: np.random.Generator) -> None:
+    """Move about ``shift`` of the rows to ``towards`` (or, negative, from it to ``away``), in place."""
+    hit = values == towards
+    if shift > 0 and (~hit).any():
+        move = ~hit & (rng.random(values.size) < min(1.0, shift / max((~hit).mean(), 1e-9)))
+        values[move] = towards
+    elif shift < 0 and hit.any():
+        move = hit & (rng.random(values.size) < min(1.0, -shift / max(hit.mean(), 1e-9)))
+        values[move] = away
 
 
 def _post(url: str, body: dict[str, Any], *, api_key: str | None, timeout: float) -> dict[str, Any]:
@@ -135,7 +147,7 @@ def send(
     scored: list[dict[str, Any]] = []
     for chunk in _chunks(transactions, batch):
         started = time.monotonic()
-        body = {"transactions": [{k: v for k, v in t.items() if k != "is_fraud"} for t in chunk]}
+        body = {"transactions": [{k: v for k, v in t.items() if k != LABEL} for t in chunk]}
         try:
             result = _post(f"{base}/predict/batch", body, api_key=api_key, timeout=timeout)
         except (urllib.error.URLError, TimeoutError) as error:
@@ -144,13 +156,13 @@ def send(
             if not scored and failed >= _GIVE_UP_AFTER:
                 raise ConnectionError(f"{base} does not answer ({error}); is the service running?") from error
             continue
-        flagged += sum(p["is_fraud"] for p in result["predictions"])
+        flagged += sum(p[LABEL] for p in result["predictions"])
         scored += chunk
         if rate:
             time.sleep(max(0.0, len(chunk) / rate - (time.monotonic() - started)))
     if labels:
         for chunk in _chunks(scored, batch):
-            body = {"labels": [{"transaction_id": t["transaction_id"], "is_fraud": t["is_fraud"]} for t in chunk]}
+            body = {"labels": [{TRANSACTION_ID: t[TRANSACTION_ID], LABEL: t[LABEL]} for t in chunk]}
             matched += _post(f"{base}/feedback", body, api_key=api_key, timeout=timeout)["matched"]
     return TrafficSummary(sent=len(scored), failed_requests=failed, flagged=flagged, labels_matched=matched)
 
@@ -176,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         online_share_shift=args.online_share_shift,
         fraud_multiplier=args.fraud_multiplier,
     )
-    recent = recent_transactions(Settings(), days=args.days)
-    transactions = live_transactions(recent, drift, rows=args.rows, seed=args.seed)
+    settings = Settings()
+    contract = settings.contract()
+    recent = recent_transactions(settings, contract, days=args.days)
+    transactions = live_transactions(recent, drift, contract, rows=args.rows, seed=args.seed)
     summary = send(args.url, transactions, batch=args.batch, rate=args.rate, labels=args.labels, api_key=args.api_key)
     print(  # noqa: T201 - a command-line tool
         f"sent {summary.sent} transactions ({summary.flagged} flagged as fraud), "

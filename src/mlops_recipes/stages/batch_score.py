@@ -13,13 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_recipes.contract import CUSTOMER, EVENT_TIME, LABEL, MERCHANT, TRANSACTION_ID, Contract
+from mlops_recipes.core.conform import ContractMismatchError, conform
 from mlops_recipes.io import feature_store
 from mlops_recipes.io.files import read_parquet, read_table, write_parquet
 from mlops_recipes.io.models import load_alias
 from mlops_recipes.settings import Settings
 from mlops_recipes.stages.dataset import model_inputs_as_of
-
-REQUIRED_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount", "channel")
 
 
 class BatchInputError(ValueError):
@@ -27,19 +27,31 @@ class BatchInputError(ValueError):
 
 
 def select_transactions(
-    settings: Settings, *, source: Path | None, start: dt.datetime | None, end: dt.datetime | None
+    settings: Settings,
+    contract: Contract,
+    *,
+    source: Path | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
 ) -> pd.DataFrame:
-    """The transactions of ``source`` (Parquet/CSV) or of the validated data, within ``[start, end)``."""
-    frame = read_table(source) if source is not None else read_parquet(settings.validated_transactions)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise BatchInputError(f"transactions to score lack columns {missing} (need {list(REQUIRED_COLUMNS)})")
-    if frame["event_timestamp"].isna().any():
-        raise BatchInputError("transactions to score have missing or unparseable event_timestamp values")
+    """The transactions of ``source`` or of the validated data, within ``[start, end)``.
+
+    ``source`` is a Parquet/CSV file in the contract's shape; its label column is optional.
+    """
+    if source is None:
+        frame = read_parquet(settings.validated_transactions)
+    else:
+        try:
+            frame, _ = conform(read_table(source), contract, with_label=False)
+        except ContractMismatchError as error:
+            raise BatchInputError(f"transactions to score: {error}") from None
+    if frame[EVENT_TIME].isna().any():
+        key = contract.key_of(EVENT_TIME)
+        raise BatchInputError(f"transactions to score have missing or unparseable times ({key} in the contract)")
     if start is not None:
-        frame = frame.loc[frame["event_timestamp"] >= pd.Timestamp(start)]
+        frame = frame.loc[frame[EVENT_TIME] >= pd.Timestamp(start)]
     if end is not None:
-        frame = frame.loc[frame["event_timestamp"] < pd.Timestamp(end)]
+        frame = frame.loc[frame[EVENT_TIME] < pd.Timestamp(end)]
     if frame.empty:
         raise BatchInputError("no transactions to score in the given source and window")
     return frame.reset_index(drop=True)
@@ -56,14 +68,15 @@ def run(
     alias: str = "champion",
 ) -> dict[str, Any]:
     """Score and write ``output``; return a summary."""
-    transactions = select_transactions(settings, source=source, start=start, end=end)
+    contract = settings.contract()
+    transactions = select_transactions(settings, contract, source=source, start=start, end=end)
     model = load_alias(settings, alias)
     store = feature_store.open_store(settings)
-    inputs = model_inputs_as_of(store, transactions, model.feature_service)
+    inputs = model_inputs_as_of(store, transactions, model.feature_service, contract)
     probabilities = model.predict(inputs[list(model.features)].to_numpy(dtype="float64"))
-    predictions = inputs[["transaction_id", "customer_id", "merchant_id", "event_timestamp"]].assign(
+    predictions = inputs[[TRANSACTION_ID, CUSTOMER, MERCHANT, EVENT_TIME]].assign(
         fraud_probability=probabilities,
-        is_fraud=probabilities >= threshold,
+        **{LABEL: probabilities >= threshold},
         model_name=model.name,
         model_version=model.version,
         scored_at=pd.Timestamp.now(tz="UTC"),
@@ -72,7 +85,7 @@ def run(
     return {
         "stage": "batch_score",
         "rows": len(predictions),
-        "flagged": int(predictions["is_fraud"].sum()),
+        "flagged": int(predictions[LABEL].sum()),
         "model_version": model.version,
         "output": str(output),
     }

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_recipes.contract import LABEL
 from mlops_recipes.core.metrics import curves, holdout_metrics
 from mlops_recipes.io import tracking
 from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.io.registry import METRIC_PREFIX
 from mlops_recipes.params import EvaluateParams, Params
 from mlops_recipes.settings import Settings
-from mlops_recipes.stages.dataset import LABEL
 
 
 def score_holdout(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_recipes.contract import CUSTOMER, EVENT_TIME, MERCHANT
 from mlops_recipes.core.aggregates import customer_stats, merchant_stats
 from mlops_recipes.io import feature_store
 from mlops_recipes.io.files import read_parquet, write_json, write_parquet
@@ -28,10 +29,10 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     store = feature_store.open_store(settings)
     definitions = feature_store.load_definitions(settings.feature_repo_path)
     applied = feature_store.apply_definitions(store, definitions)
-    start = min(t["event_timestamp"].min() for t in tables.values()).to_pydatetime()
-    end = max(t["event_timestamp"].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
+    start = min(t[EVENT_TIME].min() for t in tables.values()).to_pydatetime()
+    end = max(t[EVENT_TIME].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
     feature_store.materialize(store, start=start, end=end)
-    online_check = _check_online(store, tables["customer_stats"], params.features.service)
+    online_check = _check_online(store, tables, params.features.service)
 
     summary = {
         "stage": "features",
@@ -45,12 +46,12 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     return summary
 
 
-def _check_online(store: Any, customers: pd.DataFrame, service: str) -> dict[str, Any]:
+def _check_online(store: Any, tables: dict[str, pd.DataFrame], service: str) -> dict[str, Any]:
     """Read back the latest customer row: materialization that silently loaded nothing fails here."""
-    latest = customers.sort_values("event_timestamp").iloc[-1]
-    customer_id = int(latest["customer_id"])
-    merchant_id = 1
-    values = feature_store.online_features(store, [{"customer_id": customer_id, "merchant_id": merchant_id}], service)
+    latest = tables["customer_stats"].sort_values(EVENT_TIME).iloc[-1]
+    customer_id = _native(latest[CUSTOMER])  # keys keep the contract's type (int or string)
+    merchant_id = _native(tables["merchant_stats"][MERCHANT].iloc[0])
+    values = feature_store.online_features(store, [{CUSTOMER: customer_id, MERCHANT: merchant_id}], service)
     got = values.get("cust_last_txn_ts", [None])[0]
     expected = float(latest["cust_last_txn_ts"])
     if got is None or (isinstance(got, float) and math.isnan(got)) or abs(float(got) - expected) > 1e-3:
@@ -58,4 +59,9 @@ def _check_online(store: Any, customers: pd.DataFrame, service: str) -> dict[str
             f"online store check failed: customer {customer_id} has cust_last_txn_ts={got!r} online, "
             f"expected {expected} after materialization"
         )
-    return {"customer_id": customer_id, "cust_last_txn_ts": expected}
+    return {CUSTOMER: customer_id, "cust_last_txn_ts": expected}
+
+
+def _native(value: Any) -> Any:
+    """A NumPy scalar as the plain Python value Feast's online lookup expects."""
+    return value.item() if hasattr(value, "item") else value

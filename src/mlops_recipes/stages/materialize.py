@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from mlops_recipes.contract import EVENT_TIME
 from mlops_recipes.io import feature_store, pipeline
 from mlops_recipes.settings import Settings
 
@@ -38,10 +39,10 @@ def run(settings: Settings, *, end: dt.datetime | None = None, lock_wait_s: floa
 def _latest_timestamp(path: str) -> dt.datetime | None:
     """The newest event timestamp in a feature table (reads that one column only)."""
     try:
-        table = pq.read_table(path, columns=["event_timestamp"])
+        table = pq.read_table(path, columns=[EVENT_TIME])
     except FileNotFoundError:
         return None
     if table.num_rows == 0:
         return None
-    latest: dt.datetime = max(table.column("event_timestamp").to_pylist())
+    latest: dt.datetime = max(table.column(EVENT_TIME).to_pylist())
     return latest if latest.tzinfo else latest.replace(tzinfo=dt.UTC)

@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from mlops_recipes.contract import LABEL
 from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference
 from mlops_recipes.core.model import build_model, check_training_features
-from mlops_recipes.core.request_features import MODEL_FEATURES
+from mlops_recipes.core.request_features import category_features, model_features
 from mlops_recipes.io import tracking
 from mlops_recipes.io.files import file_digest, read_parquet, write_json
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
-from mlops_recipes.stages.dataset import LABEL
 
 # Pinned requirements instead of MLflow's inference, which re-imports the model's whole environment (~s).
 _MODEL_REQUIREMENTS = ("scikit-learn", "numpy", "pandas", "scipy")
@@ -44,12 +44,15 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
 
     train_path = settings.dataset_dir / "train.parquet"
     train = read_parquet(train_path)
-    features = train[list(MODEL_FEATURES)].astype("float64")
+    contract = settings.contract()
+    names = model_features(contract)
+    features = train[list(names)].astype("float64")
     check_training_features(features)
     labels = train[LABEL].to_numpy()
     if params.train.shuffle_labels:
         labels = np.random.default_rng(params.train.seed).permutation(labels)
-    model = build_model(params.train)
+    categories = category_features(contract)
+    model = build_model(params.train, categorical=[names.index(name) for name in categories])
 
     client = tracking.configure(settings)
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
@@ -68,14 +71,14 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         mlflow.log_params(
             _flatten("train", params.train.model_dump()) | _flatten("data", params.data.model_dump(mode="json"))
         )
-        # Fitted on a plain matrix in MODEL_FEATURES order, the way every scorer calls it (serving, batch,
+        # Fitted on a plain matrix in model_features(contract) order, the way every scorer calls it (serving, batch,
         # evaluate): scikit-learn then never warns about column names on the hot path.
         matrix = features.to_numpy()
         model.fit(matrix, labels)
         scores = model.predict_proba(matrix)[:, 1]
         mlflow.log_metrics({"train_pr_auc": float(average_precision_score(labels, scores)), "train_rows": len(train)})
         # What the service compares live inputs and scores with (drift gauges); loaded with the model version.
-        reference = DriftReference.build(matrix, MODEL_FEATURES, scores)
+        reference = DriftReference.build(matrix, names, scores)
         mlflow.log_dict(reference.to_dict(), REFERENCE_ARTIFACT)
         sample = features.head(200)
         info = mlflow.sklearn.log_model(
@@ -94,7 +97,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "model_uri": info.model_uri,
         "model_id": info.model_id,
         "feature_service": service,
-        "features": list(MODEL_FEATURES),
+        "features": list(names),
         "model_family": params.train.model,
         "shuffled_labels": params.train.shuffle_labels,
     }

@@ -16,7 +16,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     report_path = settings.path(settings.reports_dir) / "validation.json"
     frame = read_parquet(settings.raw_transactions)
     try:
-        valid, summary = validate_transactions(frame, params.validate_)
+        valid, summary = validate_transactions(frame, params.validate_, settings.contract())
     except DataValidationError as error:
         write_json(
             {"status": "failed", "source": str(settings.raw_transactions), "failures": error.failures}, report_path
