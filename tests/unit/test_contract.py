@@ -181,7 +181,8 @@ def test_schema_reports_every_missing_column_in_one_failure(small_generated: pd.
         validate_transactions(frame, LOOSE, demo_contract())
     (failure,) = info.value.failures
     assert failure["examples"] == [CUSTOMER, MERCHANT, "channel", LABEL]
-    assert "columns.customer" in str(info.value) and "categorical.channel" in str(info.value)
+    assert "columns.customer" in str(info.value)
+    assert "categorical.channel" in str(info.value)
     assert "rows [None]" not in str(info.value)
 
 
