@@ -138,10 +138,17 @@ class EvaluateParams(_Strict):
 
 
 class RegisterParams(_Strict):
-    """The promotion gate: an absolute floor, then a margin over the current champion on the same holdout."""
+    """The promotion gate: an absolute floor, a floor relative to chance, then a margin over the champion.
+
+    ``min_skill`` means the same on any data: the share of the way from a random ranking's score on this
+    holdout (the base rate for PR AUC) to a perfect one that the candidate must cover.
+    """
 
     metric: Literal["pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k"] = "pr_auc"
-    floor: Probability = 0.3
+    floor: Probability = Field(default=0.0, description="Absolute floor on the metric's own scale (0: none).")
+    min_skill: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="(score - chance) / (1 - chance) the candidate must reach on the holdout."
+    )
     min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
     fail_on_reject: bool = Field(default=False, description="Exit non-zero (fail `dvc repro`) when the gate refuses.")
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from mlops_recipes.core.gate import GateDecision, decide
+from mlops_recipes.core.gate import GateDecision, chance_score, decide, skill
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +67,45 @@ def test_decision_is_immutable() -> None:
 
     with pytest.raises(AttributeError):
         decision.promote = False  # type: ignore[misc]
+
+
+# --- the floor relative to what the data allows (register.min_skill) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidate", "chance", "min_skill", "promote", "mentions"),
+    [
+        # PR AUC 0.23 at a 0.5 % base rate: most of the achievable signal on such data (issue 11's file).
+        pytest.param(0.23, 0.005, 0.1, True, ["skill 0.226", "chance 0.0050"], id="rare-fraud-modest-pr-auc"),
+        # The same PR AUC on balanced data is worse than chance: refused.
+        pytest.param(0.23, 0.5, 0.1, False, ["too little skill", "skill -0.540"], id="same-score-balanced-data"),
+        # Shuffled labels: a PR AUC at about the base rate.
+        pytest.param(0.0052, 0.005, 0.1, False, ["too little skill", "needs pr_auc >= 0.1045"], id="shuffled"),
+        pytest.param(0.1045, 0.005, 0.1, True, ["skill 0.100"], id="at-the-relative-floor"),
+    ],
+)
+def test_relative_floor(candidate: float, chance: float, min_skill: float, promote: bool, mentions: list[str]) -> None:
+    decision = decide(
+        metric="pr_auc",
+        candidate_score=candidate,
+        floor=0.0,
+        min_improvement=0.0,
+        champion_score=None,
+        chance=chance,
+        min_skill=min_skill,
+    )
+    assert decision.promote is promote
+    reasons = " ".join(decision.reasons)
+    for text in mentions:
+        assert text in reasons, reasons
+    assert "register.min_skill" in reasons
+    assert decision.as_dict()["chance_score"] == chance
+
+
+def test_chance_levels_per_metric() -> None:
+    assert chance_score("pr_auc", base_rate=0.01, max_fpr=0.02) == 0.01
+    assert chance_score("precision_at_k", base_rate=0.01, max_fpr=0.02) == 0.01
+    assert chance_score("roc_auc", base_rate=0.01, max_fpr=0.02) == 0.5
+    assert chance_score("recall_at_fpr", base_rate=0.01, max_fpr=0.02) == 0.02
+    assert skill(1.0, 0.3) == pytest.approx(1.0)
+    assert skill(0.3, 0.3) == 0.0

@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_recipes.core.gate import GateDecision, decide
+from mlops_recipes.contract import LABEL
+from mlops_recipes.core.gate import GateDecision, chance_score, decide
 from mlops_recipes.io import registry, tracking
 from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.params import Params
@@ -55,14 +56,16 @@ def gate(
         floor=rules.floor,
         min_improvement=rules.min_improvement,
         champion_score=champ_score,
+        chance=chance_score(rules.metric, base_rate=float(holdout[LABEL].mean()), max_fpr=params.evaluate.max_fpr),
+        min_skill=rules.min_skill,
     )
     if note:
         decision = GateDecision(decision.promote, (*decision.reasons, note), *_tail(decision))
     return decision, champ_version
 
 
-def _tail(decision: GateDecision) -> tuple[str, float, float | None]:
-    return decision.metric, decision.candidate_score, decision.champion_score
+def _tail(decision: GateDecision) -> tuple[str, float, float | None, float | None]:
+    return decision.metric, decision.candidate_score, decision.champion_score, decision.chance_score
 
 
 def apply_decision(client: Any, settings: Settings, version: str, decision: GateDecision) -> str | None:
