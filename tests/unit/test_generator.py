@@ -148,3 +148,17 @@ def test_online_share_shift_moves_the_channel_mix() -> None:
 
     # Legit online share is 0.35 by construction; the shift adds 0.3.
     assert legit_online(shifted) - legit_online(base) == pytest.approx(0.3, abs=0.05)
+
+
+@pytest.mark.parametrize("seed", [42, 7])
+def test_the_window_end_looks_like_its_middle(seed: int) -> None:
+    # The last calendar day used to be thin (5,836 transactions and 7 frauds against 9,131 and 200 the day before):
+    # bursts never started on it and new accounts never reached it.
+    frame = generate_transactions(DataParams(seed=seed, n_customers=3000), today=dt.date(2026, 12, 1))
+    daily = frame.groupby(frame["event_timestamp"].dt.floor("D"))["is_fraud"].agg(["size", "sum"])
+    middle, last = daily.iloc[1:-1], daily.iloc[-1]
+    assert len(daily) == 60
+    for column in ("size", "sum"):
+        low, high = middle[column].mean() - 3 * middle[column].std(), middle[column].mean() + 3 * middle[column].std()
+        assert low <= last[column] <= high, (column, last[column], low, high)
+    assert middle["size"].min() * 0.9 <= last["size"]

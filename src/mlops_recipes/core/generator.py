@@ -80,12 +80,13 @@ def generate_transactions(params: DataParams, *, today: dt.date | None = None) -
     online_p = float(np.clip(0.35 + drift.online_share_shift, 0.0, 0.9))
     legit_channel_p = np.array([0.95 - online_p, online_p, 0.05])
 
-    # Legitimate transactions: Poisson counts per customer, active only after the account exists.
-    counts = rng.poisson(daily_rate * params.days)
+    # Legitimate transactions: Poisson counts per customer over the part of the window the account exists, spread
+    # evenly over it, up to and including the last day (the window's end must look like its middle).
+    active_from_c = np.maximum(created_s, start_s) - start_s
+    counts = rng.poisson(daily_rate * (window_s - active_from_c) / _SECONDS_PER_DAY)
     cust = np.repeat(np.arange(n_cust), counts)
-    active_from = np.maximum(created_s[cust], start_s) - start_s
-    active_days = np.maximum((window_s - active_from) // _SECONDS_PER_DAY, 1)
-    day = active_from // _SECONDS_PER_DAY + (rng.random(cust.size) * active_days).astype(np.int64)
+    active_from = active_from_c[cust]
+    day = (active_from + rng.random(cust.size) * (window_s - active_from)).astype(np.int64) // _SECONDS_PER_DAY
     legit_t = start_s + day * _SECONDS_PER_DAY + _hours_to_seconds(rng, _LEGIT_HOURS, cust.size)
     legit_t = np.maximum(legit_t, created_s[cust])
     legit_amount = typical_amount[cust] * np.exp(rng.normal(0.0, 0.5, cust.size))
@@ -93,14 +94,17 @@ def generate_transactions(params: DataParams, *, today: dt.date | None = None) -
     legit_channel = rng.choice(3, size=cust.size, p=legit_channel_p)
 
     # Legitimate bursts (a shopping spree) so that bursts alone do not mean fraud.
-    spree_cust = np.flatnonzero(rng.random(n_cust) < 0.3)
+    # Bursts are drawn in proportion to the time an account exists in the window, then at a uniform time of that
+    # life: the burst rate per existing account stays even over the window (late accounts do not pile up at the end).
+    exposure = (window_s - active_from_c) / window_s
+    spree_cust = np.flatnonzero(rng.random(n_cust) < 0.3 * exposure)
     spree = _bursts(rng, spree_cust, created_s, start_s, window_s, hours=_LEGIT_HOURS, mean_size=2.0)
     spree_amount = typical_amount[spree[0]] * np.exp(rng.normal(0.0, 0.5, spree[0].size))
     spree_merchant = rng.choice(n_merch, size=spree[0].size, p=popularity)
     spree_channel = rng.choice(3, size=spree[0].size, p=legit_channel_p)
 
     # Fraud episodes on compromised cards; new accounts are three times as likely to be hit.
-    weights = np.where(is_new, 3.0, 1.0)
+    weights = np.where(is_new, 3.0, 1.0) * exposure
     n_comp = min(n_cust, round(params.compromised_share * drift.fraud_multiplier * n_cust))
     comp_cust = rng.choice(n_cust, size=n_comp, replace=False, p=weights / weights.sum())
     fraud_cust, fraud_t = _bursts(rng, comp_cust, created_s, start_s, window_s, hours=_FRAUD_HOURS, mean_size=4.0)
@@ -148,13 +152,18 @@ def _bursts(
     hours: np.ndarray,
     mean_size: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One burst per customer: 2 + Poisson(mean_size - 2) transactions minutes apart."""
+    """One burst per customer: 2 + Poisson(mean_size - 2) transactions minutes apart.
+
+    A burst starts on any calendar day from the account's first to the window's last; one that runs past the
+    end is cut there, as any export of real data cuts it.
+    """
     if customers.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     begin = np.maximum(created_s[customers], start_s)
-    span_days = np.maximum((start_s + window_s - 2 * 3600 - begin) // _SECONDS_PER_DAY, 1)
+    begin_day = begin - begin % _SECONDS_PER_DAY
+    span_days = np.maximum((start_s + window_s - begin_day) // _SECONDS_PER_DAY, 1)
     first_day = (rng.random(customers.size) * span_days).astype(np.int64)
-    first = begin - begin % _SECONDS_PER_DAY + first_day * _SECONDS_PER_DAY
+    first = begin_day + first_day * _SECONDS_PER_DAY
     first = np.maximum(first + _hours_to_seconds(rng, hours, customers.size), begin)
     sizes = 2 + rng.poisson(max(mean_size - 2.0, 0.0), customers.size)
     owner = np.repeat(customers, sizes)
