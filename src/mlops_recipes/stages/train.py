@@ -19,6 +19,9 @@ from mlops_recipes.settings import Settings
 _MODEL_REQUIREMENTS = ("scikit-learn", "numpy", "pandas", "scipy")
 # skops refuses to load types it cannot audit; the gradient-boosting trees are ours, built in this stage.
 _SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+# Gradient boosting with categorical inputs (the contract's ``encoding: category``) keeps an input check that
+# skops stores as a partial of scikit-learn's own check_array.
+_SKOPS_CATEGORY_TYPES = ["functools.partial", "sklearn.utils.validation.check_array"]
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -88,7 +91,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
             input_example=features.head(3),
             pyfunc_predict_fn="predict_proba",
             pip_requirements=_requirements(),
-            skops_trusted_types=_SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=_SKOPS_TRUSTED_TYPES + (_SKOPS_CATEGORY_TYPES if categories else []),
             tags={"feature_service": service},
         )
     result = {
