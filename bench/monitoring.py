@@ -39,13 +39,15 @@ def main() -> None:
     """Print each figure with the baseline and the share it adds."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from mlops_recipes.contract import demo_contract
     from mlops_recipes.core.drift import DriftReference
-    from mlops_recipes.core.request_features import MODEL_FEATURES
+    from mlops_recipes.core.request_features import model_features
     from mlops_recipes.io.models import LoadedModel
     from serving.metrics import ServiceMetrics
     from serving.monitoring import LiveMonitor
 
     rng = np.random.default_rng(0)
+    MODEL_FEATURES = model_features(demo_contract())
     width = len(MODEL_FEATURES)
     train = rng.normal(size=(20_000, width))
     labels = (train[:, 0] + rng.normal(size=20_000) > 2).astype(int)

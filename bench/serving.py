@@ -85,7 +85,7 @@ from mlops_recipes.io.feature_store import open_store
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
 from mlops_recipes.io.models import load_version
-from serving.schemas import Transaction
+from serving.schemas import transaction_model
 from serving.scoring import model_matrix
 
 
@@ -111,13 +111,14 @@ client = mlflow.MlflowClient(settings.resolved_tracking_uri, settings.resolved_r
 version = str(client.get_model_version_by_alias(settings.model_name, args["alias"]).version)
 model = load_version(settings, version)
 features = OnlineFeatures(settings)
-features.warm_up(model.feature_service)
+contract = settings.contract()
+features.warm_up(model.feature_service, contract.placeholder_keys())
 
-transaction = Transaction(**args["transaction"])
-entity_rows = [{"customer_id": transaction.customer_id, "merchant_id": transaction.merchant_id}]
+transaction = transaction_model(contract)(**args["transaction"])
+entity_rows = [{key: getattr(transaction, key) for key in contract.entity_keys}]
 stored = features.lookup(model.feature_service, entity_rows)
 missing = sorted(name for name, values in stored.items() if values[0] is None and name not in entity_rows[0])
-matrix = model_matrix(stored, [transaction], model.features, now=transaction.event_timestamp.timestamp())
+matrix = model_matrix(stored, [transaction], model.features, contract, now=transaction.event_timestamp.timestamp())
 probability = float(model.predict(matrix)[0])
 
 # The same rows straight from Feast's SQLite online store (feast/infra/online_stores/sqlite.py): one table
