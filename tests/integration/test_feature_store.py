@@ -122,6 +122,7 @@ def feast_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
     root = tmp_path_factory.mktemp("feast")
     shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO_ROOT / "contract.yaml", root / "contract.yaml")  # the definitions read the (demo) contract
     customers = table([customer_row(*r) for r in CUSTOMER_ROWS], "customer_id", CUSTOMER_FEATURES)
     merchants = table([merchant_row(*r) for r in MERCHANT_ROWS], "merchant_id", MERCHANT_FEATURES)
     tables = root / "data" / "features"
@@ -143,7 +144,7 @@ def feast_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             end=(max(customers["event_timestamp"].max(), merchants["event_timestamp"].max()) + HOUR).to_pydatetime(),
         )
         events = transactions()
-        training = build_training_frame(store, events, SERVICE)
+        training = build_training_frame(store, events, SERVICE, settings.contract())
         yield Store(settings, store, definitions, first_apply, customers, merchants, events, training)
 
 

@@ -83,7 +83,7 @@ def reference(trained_project: Any, transactions: list[dict[str, Any]]) -> dict[
     columns["amount"] = np.array([t["amount"] for t in transactions])
     columns["channel"] = np.array([t["channel"] for t in transactions])
     columns["event_timestamp"] = np.array([_epoch(t["event_timestamp"]) for t in transactions])
-    inputs = request_features(columns)
+    inputs = request_features(columns, settings.contract())
     rows = np.column_stack([inputs[name] for name in features])
     return {
         "version": str(champion.version),
