@@ -51,6 +51,7 @@ class ServiceMetrics:
     feature_lookup_latency: Histogram
     missing_features: Counter
     unknown_entities: Counter
+    unseen_categories: Counter
     scores: Histogram
     predictions: Counter
     model_info: Gauge
@@ -109,6 +110,12 @@ class ServiceMetrics:
                 "unknown_entities_total",
                 "Scored transactions whose customer or merchant has no features online.",
                 ["entity"],
+                registry=registry,
+            ),
+            unseen_categories=Counter(
+                "unseen_categories_total",
+                "Scored transactions with a value outside the declared domain of an open categorical field.",
+                ["field"],
                 registry=registry,
             ),
             scores=Histogram(

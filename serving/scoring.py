@@ -69,6 +69,10 @@ def score(
     )
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
     matrix = model_matrix(stored, transactions, model.features, contract, now=time.time())
+    for name, spec in contract.categorical.items():  # only open fields let such values through the API
+        unseen = sum(getattr(t, name) not in spec.values for t in transactions)
+        if unseen:
+            metrics.unseen_categories.labels(name).inc(unseen)
 
     started = time.perf_counter()
     probabilities = model.predict(matrix)
