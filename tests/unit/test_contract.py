@@ -251,3 +251,22 @@ def test_infer_on_the_demo_data_finds_its_roles(tmp_path: Path, small_generated:
     draft = parse_contract(yaml.safe_load(draft_contract(read_table(path))))
     assert draft.columns == demo_contract().columns
     assert set(draft.categorical["channel"].values) == {"pos", "online", "atm"}
+
+
+def test_a_declared_numeric_field_becomes_a_model_input(other: Contract) -> None:
+    contract = other.model_copy(update={"numeric": {"distance_km": parse_numeric({"min": 0.0, "optional": True})}})
+    assert model_features(contract)[-1] == "distance_km"
+    assert "distance_km" in contract.request_fields
+    columns: dict[str, Any] = {name: np.array([1.0, 1.0]) for name in stored_features(contract)}
+    columns |= {"amount": np.array([1.0, 2.0]), EVENT_TIME: np.array([0.0, 1.0]), "channel": np.array(["pos"] * 2)}
+    columns |= {"country": np.array(["FR"] * 2), "merchant_category": np.array(["5411"] * 2)}
+    columns["distance_km"] = np.array([12.5, np.nan])
+    out = request_features(columns, contract)["distance_km"]
+    assert out[0] == 12.5
+    assert np.isnan(out[1])
+
+
+def parse_numeric(raw: dict[str, Any]) -> Any:
+    from mlops_recipes.contract import Numeric
+
+    return Numeric.model_validate(raw)

@@ -142,3 +142,18 @@ def test_build_returns_a_fresh_unfitted_pipeline_each_time() -> None:
     params = _params("hist_gradient_boosting")
 
     assert build_model(params) is not build_model(params)
+
+
+@pytest.mark.parametrize("family", ["hist_gradient_boosting", "logistic_regression"])
+def test_category_inputs_are_encoded_inside_the_pipeline(family: str) -> None:
+    # Column 0 holds a category's position in its declared domain (contract encoding: category); NaN is unseen.
+    rng = np.random.default_rng(0)
+    category = rng.integers(0, 4, 2_000).astype(np.float64)
+    other = rng.normal(size=2_000)
+    labels = ((category == 2) | (other > 1.5)).astype(int)
+    matrix = np.column_stack([category, other])
+    model = build_model(TrainParams(model=family), categorical=[0]).fit(matrix, labels)
+
+    scores = model.predict_proba(np.array([[2.0, 0.0], [1.0, 0.0], [np.nan, 0.0], [7.0, 0.0]]))[:, 1]
+    assert scores[0] > 0.8 > 0.2 > scores[1]  # the category itself carries the signal, not its number
+    assert np.isfinite(scores).all()  # unseen (NaN) and out-of-domain positions still score
