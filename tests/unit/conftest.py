@@ -40,7 +40,7 @@ def _transactions(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def make_transactions() -> Callable[[Iterable[Mapping[str, Any]]], pd.DataFrame]:
-    """Build a raw transaction frame (contract columns and dtypes) from rows that each give at least
+    """Build a transaction frame in the demo contract's columns and dtypes from rows that each give at least
     ``event_timestamp``; other columns default to customer 1, merchant 1, 10.0, 'pos', legit."""
     return _transactions
 

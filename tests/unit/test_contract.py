@@ -243,6 +243,10 @@ def test_infer_drafts_a_contract_that_needs_only_review(other_csv: Path, other: 
     assert set(draft.categorical["country_code"].values) == set(other.categorical["country"].values)
     assert set(draft.categorical["mcc"].values) == set(other.categorical["merchant_category"].values)
     assert set(draft.ignore) == {"note", "batch_no"}
+    # Unedited, the draft already ingests and validates the file.
+    frame, report = conform(read_table(other_csv), draft)
+    assert not report.unparsed
+    validate_transactions(frame, LOOSE, draft)
 
 
 def test_infer_on_the_demo_data_finds_its_roles(tmp_path: Path, small_generated: pd.DataFrame) -> None:
