@@ -21,7 +21,6 @@ _log = logging.getLogger(__name__)
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``data/raw/transactions.parquet``."""
     data = params.data
-    contract = settings.contract()
     if data.source == "synthetic":
         source_frame = generate_transactions(data)
         origin = f"synthetic(seed={data.seed})"
@@ -31,7 +30,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
             _log.warning("%s is outside %s: DVC will not notice when it changes", source, settings.incoming_dir)
         source_frame = read_table(source)
         origin = str(source)
-    frame, report = conform(source_frame, contract)
+    frame, report = conform(source_frame, settings.contract())
     for key, problem in report.unparsed.items():
         _log.warning("%s: %d value(s) %s, e.g. %s", key, problem["count"], problem["hint"], problem["examples"])
     write_parquet(frame, settings.raw_transactions)
