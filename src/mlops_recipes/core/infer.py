@@ -14,19 +14,22 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_recipes.contract import parse_contract
+from mlops_recipes.contract import ROLE_COLUMNS, parse_contract
+
+# The contract's role keys (columns.<role>), in the order the contract file lists them.
+_TXN, _TIME, _CUSTOMER, _MERCHANT, _AMOUNT, _LABEL, _CREATED = ROLE_COLUMNS
 
 _SAMPLE = 20_000
 _MAX_CATEGORIES = 50
 _INDICATOR_MAX = 6
 _ROLE_NAMES = {
-    "transaction_id": r"(^|_)(txn|trans|transaction|tx|payment|event)s?_?(id|key|ref)$|^id$",
-    "event_time": r"(time|date|ts|timestamp|datetime|at)$|^(ts|time|date)",
-    "account_created": r"(creat|open|signup|sign_up|since|registered|onboard)",
-    "customer": r"(customer|cust|card|client|user|account|acct|holder|pan)",
-    "merchant": r"(merchant|merch|shop|store|vendor|retailer|terminal|payee)",
-    "amount": r"(amount|amt|value|price|total|sum)",
-    "label": r"(fraud|label|target|chargeback|is_bad|class|^y$)",
+    _TXN: r"(^|_)(txn|trans|transaction|tx|payment|event)s?_?(id|key|ref)$|^id$",
+    _TIME: r"(time|date|ts|timestamp|datetime|at)$|^(ts|time|date)",
+    _CREATED: r"(creat|open|signup|sign_up|since|registered|onboard)",
+    _CUSTOMER: r"(customer|cust|card|client|user|account|acct|holder|pan)",
+    _MERCHANT: r"(merchant|merch|shop|store|vendor|retailer|terminal|payee)",
+    _AMOUNT: r"(amount|amt|value|price|total|sum)",
+    _LABEL: r"(fraud|label|target|chargeback|is_bad|class|^y$)",
 }
 # Integer columns are numbers unless their name says they are codes (a merchant category code, a country code).
 _CODE_NAMES = r"(code|mcc|category|categ|type|kind|country|region|segment)"
@@ -74,9 +77,9 @@ def profile(column: pd.Series) -> ColumnProfile:
             base.kind = "boolean"
         elif zero_padded:
             base.kind, base.note = "string_id", "leading zeros: read as text to keep them"
-        elif integral and 1e9 <= numbers.median() < 1e10 * 2 and _ROLE_MATCH("event_time", name):
+        elif integral and 1e9 <= numbers.median() < 1e10 * 2 and _ROLE_MATCH(_TIME, name):
             base.kind, base.time_format = "timestamp", "epoch_s"
-        elif integral and 1e12 <= numbers.median() < 1e13 * 2 and _ROLE_MATCH("event_time", name):
+        elif integral and 1e12 <= numbers.median() < 1e13 * 2 and _ROLE_MATCH(_TIME, name):
             base.kind, base.time_format = "timestamp", "epoch_ms"
         else:
             base.kind = "int" if integral else "number"
@@ -110,18 +113,18 @@ def propose_roles(profiles: list[ColumnProfile]) -> dict[str, tuple[str, str]]:
             roles[role] = (named[0].name, f"{why}; name matches")
             taken.add(named[0].name)
 
-    pick("label", lambda p: p.kind == "boolean", "0/1 values")
-    pick("account_created", lambda p: p.kind == "timestamp", "timestamps")
-    pick("event_time", lambda p: p.kind == "timestamp", "timestamps")
-    if "event_time" not in roles:
+    pick(_LABEL, lambda p: p.kind == "boolean", "0/1 values")
+    pick(_CREATED, lambda p: p.kind == "timestamp", "timestamps")
+    pick(_TIME, lambda p: p.kind == "timestamp", "timestamps")
+    if _TIME not in roles:
         stamps = [p for p in profiles if p.kind == "timestamp" and p.name not in taken]
         if stamps:
-            roles["event_time"] = (stamps[0].name, "the first timestamp column")
+            roles[_TIME] = (stamps[0].name, "the first timestamp column")
             taken.add(stamps[0].name)
-    pick("transaction_id", lambda p: p.unique_share == 1.0 and p.kind in {"int", "string_id"}, "unique values")
-    pick("customer", lambda p: p.kind in {"int", "string_id", "text"} and p.unique_share < 1.0, "repeated ids")
-    pick("merchant", lambda p: p.kind in {"int", "string_id", "text"} and p.unique_share < 1.0, "repeated ids")
-    pick("amount", lambda p: p.kind in {"number", "int"}, "numbers")
+    pick(_TXN, lambda p: p.unique_share == 1.0 and p.kind in {"int", "string_id"}, "unique values")
+    pick(_CUSTOMER, lambda p: p.kind in {"int", "string_id", "text"} and p.unique_share < 1.0, "repeated ids")
+    pick(_MERCHANT, lambda p: p.kind in {"int", "string_id", "text"} and p.unique_share < 1.0, "repeated ids")
+    pick(_AMOUNT, lambda p: p.kind in {"number", "int"}, "numbers")
     return roles
 
 
@@ -138,9 +141,9 @@ def draft_contract(frame: pd.DataFrame) -> str:
         "version: 1",
         "columns:",
     ]
-    for role in ("transaction_id", "event_time", "customer", "merchant", "amount", "label", "account_created"):
+    for role in ROLE_COLUMNS:
         if role not in roles:
-            optional = role in {"transaction_id", "account_created"}
+            optional = role in {_TXN, _CREATED}
             hint = "optional: null is fine" if optional else "REQUIRED: which column is it?"
             lines.append(f"  {role}: null  # no candidate found ({hint})")
             continue
@@ -148,9 +151,9 @@ def draft_contract(frame: pd.DataFrame) -> str:
         info = by_name[column]
         lines.append(f"  {role}:  # {why}; {info.distinct} distinct value(s){'; ' + info.note if info.note else ''}")
         lines.append(f"    source: {_quote(column)}")
-        if role in {"transaction_id", "customer", "merchant"}:
+        if role in {_TXN, _CUSTOMER, _MERCHANT}:
             lines.append(f"    type: {'int' if info.kind == 'int' else 'string'}")
-        if role in {"event_time", "account_created"}:
+        if role in {_TIME, _CREATED}:
             lines.append(f"    format: {info.time_format or 'null'}")
             lines.append("    timezone: UTC  # the zone of values written without an offset")
     categorical = [
@@ -186,7 +189,7 @@ def _check_draft(text: str) -> None:
     import yaml
 
     raw = yaml.safe_load(text)
-    required = ("event_time", "customer", "merchant", "amount", "label")
+    required = (_TIME, _CUSTOMER, _MERCHANT, _AMOUNT, _LABEL)
     if all(raw["columns"].get(role) for role in required):
         parse_contract(raw, source="inferred draft")
 
