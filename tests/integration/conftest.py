@@ -311,6 +311,8 @@ class PrometheusProcess:
             response = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5)
         except httpx.TransportError:
             return None
+        if response.status_code == 503:  # up, but its storage or rule manager is still starting
+            return None
         if response.status_code == 400:
             pytest.fail(f"query does not parse: {expr}: {response.text}")
         result: dict[str, Any] = response.json()
