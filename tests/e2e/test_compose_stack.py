@@ -453,7 +453,9 @@ def test_the_stack_has_no_unauthenticated_or_overprivileged_write_path(stack: St
     assert [post(route, stack.reader) for route in (create_run, set_alias, new_version)] == [403, 403, 403]
     assert httpx.get(f"{mlflow}/metrics", auth=stack.reader, timeout=30).status_code == 403  # admin only
     assert post(set_alias, stack.writer) == 200
-    assert httpx.get(f"{mlflow}/api/2.0/mlflow/users/list", auth=stack.writer, timeout=30).status_code == 403
+    intruder = {"username": "intruder", "password": secrets.token_hex(16)}
+    user_create = httpx.post(f"{mlflow}/api/2.0/mlflow/users/create", json=intruder, auth=stack.writer, timeout=30)
+    assert user_create.status_code == 403, user_create.text
 
     # Prefect: every API call but the health check wants the auth string.
     prefect = stack.url("prefect") + "/api"
