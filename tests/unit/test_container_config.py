@@ -695,6 +695,41 @@ def test_env_example_check_rejects_a_placeholder() -> None:
     ]
 
 
+def compose_env_module() -> Any:
+    """docker/compose-env.py (``make compose-env``), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compose_env", DOCKER_DIR / "compose-env.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_compose_env_fills_every_required_variable(tmp_path: Path) -> None:
+    required = {
+        match.group(1)
+        for _, value in strings(yaml.safe_load(COMPOSE_FILE.read_text()))
+        for match in _INTERPOLATION.finditer(value)
+        if match.group(2) in (":?", "?")
+    }
+    module = compose_env_module()
+    output = tmp_path / ".env"
+
+    assert module.main(["--example", str(ENV_EXAMPLE), "--output", str(output)]) == 0
+    values = dict(line.split("=", 1) for line in output.read_text().splitlines() if line and not line.startswith("#"))
+    first = dict(values)
+    assert module.main(["--example", str(ENV_EXAMPLE), "--output", str(output)]) == 1  # never overwrites
+    module.main(["--example", str(ENV_EXAMPLE), "--output", str(output), "--force"])
+    again = dict(line.split("=", 1) for line in output.read_text().splitlines() if line and not line.startswith("#"))
+
+    assert sorted(k for k in required if not values.get(k)) == []
+    assert all(re.fullmatch(r"[0-9a-f]{32}", values[k]) for k in required if _SECRET_NAME.search(k))
+    assert all(first[k] != again[k] for k in required if _SECRET_NAME.search(k))
+    assert output.stat().st_mode & 0o077 == 0
+
+
 def test_compose_file_invariants() -> None:
     assert COMPOSE_FILE.exists(), "docker-compose.yml is missing"
     assert ENV_EXAMPLE.exists(), ".env.example is missing (it lists the variables docker-compose.yml requires)"
