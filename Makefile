@@ -131,9 +131,13 @@ compose-build: ## Build the app and MLflow images (tag local) with BuildKit
 		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 	@DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/mlflow.Dockerfile -t mlops-recipes-mlflow:local .
 
+.PHONY: compose-env
+compose-env: ## Write .env for the compose stack with fresh random secrets (never overwrites an existing one)
+	@python3 docker/compose-env.py --example .env.example --output .env
+
 .PHONY: compose-up
-compose-up: compose-build ## Start the whole stack in the background (needs .env: cp .env.example .env)
-	@test -f .env || { echo "error: no .env here: cp .env.example .env, then set the passwords in it"; exit 1; }
+compose-up: compose-build ## Start the whole stack in the background (needs .env: make compose-env)
+	@test -f .env || { echo "error: no .env here: make compose-env (or cp .env.example .env and fill it in)"; exit 1; }
 	@services="$(COMPOSE_SERVICES)"; \
 	if [ -z "$$services" ] && ! $(DOCKER) image inspect grafana/grafana:11.3.0 >/dev/null 2>&1 \
 	    && ! $(DOCKER) pull -q grafana/grafana:11.3.0 >/dev/null 2>&1; then \

@@ -5,8 +5,11 @@ project name and env file (a user's ``.env`` is never read), and then, through p
 only: the train job registers a champion in the MLflow server and materializes into Redis, the serving
 container scores a transaction, Prometheus has scraped it, and a retrain run by the Prefect worker (its
 ``retrain-weekly`` deployment, triggered over the Prefect API) makes a new champion that the service picks
-up while a client keeps scoring, with no failed request. Everything is torn down (``down -v``) at the end,
-pass or fail, with the logs of the services that failed.
+up while a client keeps scoring, with no failed request. The trust boundaries are checked on the running stack
+too: MLflow refuses anonymous writes (401) and the scoring service's reader account (403), the Prefect API wants
+its auth string, the scoring service reads the Feast registry with a read-only role, Redis wants its password,
+and no secret of the env file is on any process's command line. Everything is torn down (``down -v``) at the
+end, pass or fail, with the logs of the services that failed.
 
 Figures are printed as it goes (image sizes, ``up`` to ready, train and retrain durations) and at the end.
 Needs Docker and Compose (``docker/ensure-engine.sh`` provides both here); never skips.
@@ -17,6 +20,7 @@ Environment: ``MLOPS_E2E_DOCKER`` (client binary), ``MLOPS_E2E_COMPOSE`` (e.g. `
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import secrets
@@ -46,7 +50,9 @@ IMAGE_TAG = "e2e"
 APP_IMAGE = f"mlops-recipes-app:{IMAGE_TAG}"
 MLFLOW_IMAGE = f"mlops-recipes-mlflow:{IMAGE_TAG}"
 # Everything but Grafana, which no registry reachable from the project's machines has (checked statically).
-SERVICES = ("postgres", "redis", "mlflow", "prefect-server", "worker", "train", "serving", "prometheus")
+SERVICES = (
+    "postgres", "redis", "mlflow", "mlflow-metrics", "prefect-server", "worker", "train", "serving", "prometheus",
+)  # fmt: skip
 LONG_RUNNING = tuple(s for s in SERVICES if s != "train")
 
 
@@ -92,10 +98,26 @@ class Stack:
     project: str
     env_file: Path
     ports: dict[str, int]
+    values: dict[str, str] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def reader(self) -> tuple[str, str]:
+        """The scoring service's MLflow account."""
+        return ("reader", self.values["MLFLOW_READER_PASSWORD"])
+
+    @property
+    def writer(self) -> tuple[str, str]:
+        """The pipeline's MLflow account."""
+        return ("writer", self.values["MLFLOW_WRITER_PASSWORD"])
+
+    @property
+    def prefect_auth(self) -> tuple[str, str]:
+        """The Prefect server's auth string, as HTTP basic credentials."""
+        return ("prefect", self.values["PREFECT_API_PASSWORD"])
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -144,11 +166,23 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def generated_secrets() -> dict[str, str]:
+    """What ``make compose-env`` writes: every empty secret of .env.example with a fresh random value."""
+    spec = importlib.util.spec_from_file_location("compose_env", REPO_ROOT / "docker" / "compose-env.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.fill((REPO_ROOT / ".env.example").read_text())
+    pairs = (line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
 def env_file_values(ports: dict[str, int]) -> dict[str, str]:
-    """The throwaway .env: fresh passwords, free loopback ports, the e2e image tag, a quick registry poll."""
+    """The throwaway .env: fresh secrets (as ``make compose-env`` makes them), free loopback ports, the e2e
+    image tag, a quick registry poll."""
     return {
-        "POSTGRES_PASSWORD": secrets.token_hex(16),
-        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+        **generated_secrets(),
         "MLOPS_IMAGE_TAG": IMAGE_TAG,
         "BIND_ADDRESS": "127.0.0.1",
         "SERVING_PORT": str(ports.get("serving", 8000)),
@@ -191,8 +225,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("serving", "mlflow", "prefect", "prometheus", "grafana")}
     env_dir = Path(tempfile.mkdtemp(prefix="mlops-e2e-"))
     env_file = env_dir / "stack.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env_file_values(ports).items()))
-    stack = Stack(docker, compose_command(docker), f"mlops-e2e-{secrets.token_hex(3)}", env_file, ports)
+    values = env_file_values(ports)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    stack = Stack(docker, compose_command(docker), f"mlops-e2e-{secrets.token_hex(3)}", env_file, ports, values)
     log(f"project {stack.project}, compose: {shlex.join(stack.compose)}, ports: {ports}")
     failed_before = request.session.testsfailed
     started = time.monotonic()
@@ -313,7 +348,8 @@ def test_stack_comes_up_trains_and_serves(stack: Stack) -> None:
     champion = httpx.get(
         stack.url("mlflow") + "/api/2.0/mlflow/registered-models/alias",
         params={"name": MODEL_NAME, "alias": "champion"},
-        timeout=10,
+        auth=stack.reader,
+        timeout=30,
     )
     assert champion.status_code == 200, champion.text
     assert champion.json()["model_version"]["version"] == "1"
@@ -321,15 +357,18 @@ def test_stack_comes_up_trains_and_serves(stack: Stack) -> None:
     run = httpx.get(
         stack.url("mlflow") + "/api/2.0/mlflow/runs/get",
         params={"run_id": champion.json()["model_version"]["run_id"]},
-        timeout=10,
+        auth=stack.reader,
+        timeout=30,
     ).json()["run"]
     tags = {tag["key"]: tag["value"] for tag in run["data"]["tags"]}
     assert tags["git_commit"] == head_commit()
     # What people open in a browser answers on its published port: API docs, MLflow UI, Prefect UI (it
     # writes its static files at start: not into the read-only environment), and the Prefect UI's idea of
     # where the API is, which must be the published one.
-    for page in (stack.url("serving") + "/docs", stack.url("mlflow") + "/", stack.url("prefect") + "/"):
-        response = httpx.get(page, timeout=10)
+    pages = {"serving": "/docs", "mlflow": "/", "prefect": "/"}
+    for service, path in pages.items():
+        page = stack.url(service) + path
+        response = httpx.get(page, auth=stack.reader if service == "mlflow" else None, timeout=30)
         assert response.status_code == 200, f"{page}: {response.status_code}"
         assert "<html" in response.text.lower(), f"{page} is not a page"
     ui_settings = httpx.get(stack.url("prefect") + "/ui-settings", timeout=10).json()
@@ -361,23 +400,118 @@ def test_serving_scores_with_online_features_from_redis(stack: Stack) -> None:
     assert 0.0 <= body["fraud_probability"] <= 1.0
 
 
+# The scoring container's view of the Feast registry database: what its role can read and what it cannot do.
+_REGISTRY_PROBE = """
+import json, os, psycopg
+url = os.environ["FEAST_REGISTRY_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
+out = {"env": sorted(k for k in os.environ if k.startswith("POSTGRES"))}
+with psycopg.connect(url, autocommit=True) as conn:
+    out["user"] = conn.execute("select current_user").fetchone()[0]
+    out["superuser"] = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
+    out["feature_services"] = conn.execute("select count(*) from feature_services").fetchone()[0]
+    for name, sql in (("update", "update feast_metadata set metadata_value = metadata_value"),
+                      ("delete", "delete from feature_services"),
+                      ("create", "create table intruder (i int)")):
+        try:
+            conn.execute(sql)
+            out[name] = "allowed"
+        except psycopg.Error as error:
+            out[name] = type(error).__name__
+try:
+    psycopg.connect(url.rsplit("/", 1)[0] + "/mlflow").close()
+    out["other_database"] = "allowed"
+except psycopg.Error as error:
+    out["other_database"] = type(error).__name__
+print(json.dumps(out))
+"""
+
+
+def test_the_stack_has_no_unauthenticated_or_overprivileged_write_path(stack: Stack) -> None:
+    """The access model of docs/compose.md, on the running stack (after the train job, before the retrain)."""
+    mlflow = stack.url("mlflow")
+    experiment = httpx.get(
+        f"{mlflow}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "fraud-detection"},
+        auth=stack.reader,
+        timeout=30,
+    )
+    assert experiment.status_code == 200, experiment.text
+    experiment_id = experiment.json()["experiment"]["experiment_id"]
+    alias = {"name": MODEL_NAME, "alias": "champion", "version": "1"}
+    create_run = ("/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id})
+    set_alias = ("/api/2.0/mlflow/registered-models/alias", alias)
+    new_version = ("/api/2.0/mlflow/model-versions/create", {"name": MODEL_NAME, "source": "mlflow-artifacts:/x"})
+
+    def post(route: tuple[str, dict[str, Any]], auth: tuple[str, str] | None) -> int:
+        return httpx.post(mlflow + route[0], json=route[1], auth=auth, timeout=30).status_code
+
+    # MLflow: no anonymous access at all (reads included), health aside; the reader (serving) reads only; the
+    # writer (train, worker) moves the alias (here to the version it already names: nothing changes).
+    assert httpx.get(f"{mlflow}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{mlflow}/api/2.0/mlflow/experiments/search", timeout=10).status_code == 401
+    assert [post(route, None) for route in (create_run, set_alias, new_version)] == [401, 401, 401]
+    assert [post(route, stack.reader) for route in (create_run, set_alias, new_version)] == [403, 403, 403]
+    assert httpx.get(f"{mlflow}/metrics", auth=stack.reader, timeout=30).status_code == 403  # admin only
+    assert post(set_alias, stack.writer) == 200
+    intruder = {"username": "intruder", "password": secrets.token_hex(16)}
+    user_create = httpx.post(f"{mlflow}/api/2.0/mlflow/users/create", json=intruder, auth=stack.writer, timeout=30)
+    assert user_create.status_code == 403, user_create.text
+
+    # Prefect: every API call but the health check wants the auth string.
+    prefect = stack.url("prefect") + "/api"
+    assert httpx.get(f"{prefect}/health", timeout=10).status_code == 200
+
+    def deployments(auth: tuple[str, str] | None) -> int:
+        return httpx.post(f"{prefect}/deployments/filter", json={}, auth=auth, timeout=10).status_code
+
+    assert [deployments(None), deployments(("prefect", "wrong")), deployments(stack.prefect_auth)] == [401, 401, 200]
+
+    # Postgres: the scoring service holds a read-only registry role, not the superuser.
+    registry = json.loads(stack.exec("serving", "python", "-c", _REGISTRY_PROBE))
+    assert registry["env"] == [], registry
+    assert (registry["user"], registry["superuser"]) == ("feast_reader", False), registry
+    assert registry["feature_services"] >= 1, registry
+    assert {registry[k] for k in ("update", "delete", "create")} == {"InsufficientPrivilege"}, registry
+    assert registry["other_database"] != "allowed", registry
+    serving_env = "\n".join(stack.containers()["serving"]["Config"]["Env"])
+    assert stack.values["POSTGRES_PASSWORD"] not in serving_env
+    assert stack.values["MLFLOW_WRITER_PASSWORD"] not in serving_env
+
+    # Redis: nothing without the password.
+    anonymous = stack.exec("redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping")
+    assert "NOAUTH" in anonymous, anonymous
+
+    # No secret on any command line: every process of every container, and what Docker records.
+    secret_values = {k: v for k, v in stack.values.items() if k.endswith(("PASSWORD", "_KEY"))}
+    for service, container in stack.containers().items():
+        if container["State"]["Status"] != "running":
+            continue
+        recorded = " ".join([*(container["Config"]["Entrypoint"] or []), *(container["Config"]["Cmd"] or [])])
+        command_lines = stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+        leaked = sorted(k for k, v in secret_values.items() if v in command_lines or v in recorded)
+        assert not leaked, f"{service}: {leaked} on a command line:\n{command_lines[:2000]}"
+
+
 def run_deployment_to_the_end(
-    prefect: str, deployment_id: str, parameters: dict[str, Any], *, what: str, timeout: float = 900
+    prefect: httpx.Client, deployment_id: str, parameters: dict[str, Any], *, what: str, timeout: float = 900
 ) -> tuple[str, dict[str, Any], str]:
     """Create a flow run of a deployment over the Prefect API, wait until it ends: its id, final state and logs."""
-    run = httpx.post(
-        f"{prefect}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}, timeout=10
-    )
+    run = prefect.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
     assert run.status_code == 201, run.text
     run_id = run.json()["id"]
 
     def finished() -> dict[str, Any] | None:
-        state: dict[str, Any] = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
+        state: dict[str, Any] = prefect.get(f"/flow_runs/{run_id}").json()["state"]
         return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     state = wait_for(what, finished, timeout=timeout, interval=2)
-    logs = httpx.post(f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10)
+    logs = prefect.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
     return run_id, state, logs.text
+
+
+def prefect_client(stack: Stack) -> httpx.Client:
+    """The Prefect API on its published port, with the server's auth string."""
+    return httpx.Client(base_url=stack.url("prefect") + "/api", auth=stack.prefect_auth, timeout=10)
 
 
 def head_commit() -> str:
@@ -416,8 +550,8 @@ def test_prometheus_scrapes_the_service_and_mlflow_with_the_rules_loaded(stack: 
 
 
 def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_requests(stack: Stack) -> None:
-    prefect = stack.url("prefect") + "/api"
-    deployment = httpx.get(f"{prefect}/deployments/name/retrain/retrain-weekly", timeout=10)
+    prefect = prefect_client(stack)
+    deployment = prefect.get("/deployments/name/retrain/retrain-weekly")
     assert deployment.status_code == 200, f"retrain-weekly is not deployed: {deployment.text}"
 
     # A parameter change: another training seed. The gate is opened (any candidate above the floor) so that
@@ -466,7 +600,8 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
         champion = httpx.get(
             stack.url("mlflow") + "/api/2.0/mlflow/registered-models/alias",
             params={"name": MODEL_NAME, "alias": "champion"},
-            timeout=10,
+            auth=stack.reader,
+            timeout=30,
         ).json()["model_version"]["version"]
         assert champion == "2", f"the retrain did not promote a new champion (champion is v{champion})"
         completed = time.monotonic()
@@ -489,19 +624,15 @@ def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stac
 
     No retraining alert fires on this calm stack, so the run starts nothing; the decision logic has its own tests.
     """
-    prefect = stack.url("prefect") + "/api"
-    deployment = httpx.get(f"{prefect}/deployments/name/monitor/monitor-every-15m", timeout=10)
+    prefect = prefect_client(stack)
+    deployment = prefect.get("/deployments/name/monitor/monitor-every-15m")
     assert deployment.status_code == 200, f"monitor-every-15m is not deployed: {deployment.text}"
     run_id, state, logs = run_deployment_to_the_end(
         prefect, deployment.json()["id"], {}, what="the monitor flow run (Prefect worker)", timeout=300
     )
     assert state["type"] == "COMPLETED", f"monitor ended {state['type']}: {state.get('message')}\n{logs[-4000:]}"
     # The decision, from the run's artifact (written before the run completes; log batches may still be in flight).
-    artifacts = httpx.post(
-        f"{prefect}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-        timeout=10,
-    ).json()
+    artifacts = prefect.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     decisions = [a["data"] for a in artifacts if a["key"] == "monitor-decision"]
     assert len(decisions) == 1, artifacts
     assert "| firing retraining alerts | none |" in decisions[0]
