@@ -76,18 +76,23 @@ def _thin(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[keep]
 
 
-def curves(y_true: np.ndarray, scores: np.ndarray, *, threshold: float, bins: int) -> dict[str, pd.DataFrame]:
-    """ROC, precision-recall and calibration curves, and the confusion rows, as DVC plot tables."""
-    fpr, tpr, _ = roc_curve(y_true, scores)
-    precision, recall, _ = precision_recall_curve(y_true, scores)
+def calibration_table(y_true: np.ndarray, scores: np.ndarray, *, bins: int) -> pd.DataFrame:
+    """Per equal-width score bin (non-empty bins only): mean score, observed fraud rate and row count."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
-    calibration = (
+    return (
         pd.DataFrame({"bin": which, "score": scores, "label": y_true})
         .groupby("bin")
         .agg(mean_score=("score", "mean"), observed_rate=("label", "mean"), count=("label", "size"))
         .reset_index()
     )
+
+
+def curves(y_true: np.ndarray, scores: np.ndarray, *, threshold: float, bins: int) -> dict[str, pd.DataFrame]:
+    """ROC, precision-recall and calibration curves, and the confusion rows, as DVC plot tables."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    calibration = calibration_table(y_true, scores, bins=bins)
     return {
         "roc": _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr})),
         "precision_recall": _thin(pd.DataFrame({"recall": recall, "precision": precision})),
