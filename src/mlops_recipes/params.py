@@ -128,13 +128,83 @@ class TrainParams(_Strict):
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
 
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class SegmentParams(_Strict):
+    """One way to cut the holdout into segments: by a column's values, or by bands of a number.
+
+    ``column`` is a column of the validated transactions (the data contract: ``channel``, ``amount``,
+    ``account_created_at``, ...) or of the holdout (a model feature). Without ``bands`` every distinct value is
+    a segment; with ``bands`` (ascending edges) each band is one, named by ``labels`` (one more than edges). A
+    timestamp column is banded by its age in days at the transaction (``account_created_at`` → account age).
+    """
+
+    name: Name
+    column: str
+    bands: tuple[float, ...] | None = None
+    labels: tuple[Name, ...] | None = None
+
+    @model_validator(mode="after")
+    def _bands_and_labels(self) -> SegmentParams:
+        if self.bands is not None:
+            if not self.bands or list(self.bands) != sorted(set(self.bands)):
+                raise ValueError(f"segment {self.name}: bands must be strictly ascending edges")
+            if self.labels is not None and len(self.labels) != len(self.bands) + 1:
+                raise ValueError(
+                    f"segment {self.name}: {len(self.bands) + 1} labels needed for {len(self.bands)} edges"
+                )
+        elif self.labels is not None:
+            raise ValueError(f"segment {self.name}: labels need bands")
+        return self
+
+
+DEFAULT_SEGMENTS = (
+    SegmentParams(name="channel", column="channel"),
+    SegmentParams(name="account_age", column="account_created_at", bands=(30.0,), labels=("new", "established")),
+    SegmentParams(name="amount", column="amount", bands=(50.0, 200.0), labels=("under_50", "50_to_200", "over_200")),
+)
+
+
 class EvaluateParams(_Strict):
-    """Operating points reported on the holdout."""
+    """Operating points reported on the holdout, and the segments metrics are broken down by."""
 
     max_fpr: Annotated[float, Field(gt=0, lt=1)] = 0.01
     top_k: PositiveInt = 100
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
+    segments: tuple[SegmentParams, ...] = DEFAULT_SEGMENTS
+
+    @model_validator(mode="after")
+    def _unique_segment_names(self) -> EvaluateParams:
+        names = [s.name for s in self.segments]
+        if len(names) != len(set(names)):
+            raise ValueError(f"evaluate.segments: names must be unique, got {names}")
+        return self
+
+
+class SegmentGateParams(_Strict):
+    """Optional per-segment checks in the gate; all off by default (no floor, no regression margin).
+
+    Segment keys are ``<segment name>/<value or band label>``, e.g. ``channel/online`` or ``account_age/new``.
+    """
+
+    metric: Literal["pr_auc", "roc_auc", "recall_at_threshold", "precision_at_threshold"] = "pr_auc"
+    min_positives: PositiveInt = Field(
+        default=10, description="Segments with fewer frauds in the holdout are reported but not gated."
+    )
+    floor: Probability | None = Field(default=None, description="Every gated segment must reach this.")
+    floors: dict[str, Probability] = Field(default_factory=dict, description="Per segment key, overrides floor.")
+    max_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="Refuse a candidate that falls more than this below the champion (re-scored on the same "
+        "holdout) on any gated segment.",
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any segment check is configured."""
+        return self.floor is not None or bool(self.floors) or self.max_regression is not None
 
 
 class RegisterParams(_Strict):
@@ -151,6 +221,7 @@ class RegisterParams(_Strict):
     )
     min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
     fail_on_reject: bool = Field(default=False, description="Exit non-zero (fail `dvc repro`) when the gate refuses.")
+    segments: SegmentGateParams = SegmentGateParams()
 
 
 class Params(_Strict):
@@ -165,6 +236,16 @@ class Params(_Strict):
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _segment_floors_name_declared_segments(self) -> Params:
+        declared = {s.name for s in self.evaluate.segments}
+        unknown = sorted(k for k in self.register_.segments.floors if k.split("/", 1)[0] not in declared)
+        if unknown:
+            raise ValueError(
+                f"register.segments.floors: {unknown} name no segment in evaluate.segments {sorted(declared)}"
+            )
+        return self
 
 
 def _format_errors(error: ValidationError) -> str:

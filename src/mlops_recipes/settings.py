@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         return self.path(self.metrics_dir) / "holdout.json"
 
     @property
+    def segment_metrics_file(self) -> Path:
+        """Holdout metrics per segment (a DVC metrics file)."""
+        return self.path(self.metrics_dir) / "segments.json"
+
+    @property
     def feature_repo_path(self) -> Path:
         """The Feast feature repository."""
         return self.path(self.feature_repo)

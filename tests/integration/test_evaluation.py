@@ -167,3 +167,107 @@ def test_offline_page_is_written_once(project: Any) -> None:
     page = project.root / "plots" / plots_page.PAGE_NAME
     assert page.is_file()
     assert plots_page.ensure(page) is False  # current: not rewritten
+
+
+# --- segments ------------------------------------------------------------------------------------------------
+
+
+def segments_document(project: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((project.root / "metrics/segments.json").read_text())
+    return document
+
+
+def weakest_gated_segment(project: Any, min_positives: int = 10) -> tuple[str, float]:
+    """The segment with enough frauds to be gated and the lowest PR AUC, with that PR AUC."""
+    candidates = [
+        (f"{name}/{value}", entry["pr_auc"])
+        for name, values in segments_document(project).items()
+        for value, entry in values.items()
+        if entry["positives"] >= min_positives and entry["pr_auc"] is not None
+    ]
+    assert candidates, "the tiny holdout should have segments with enough frauds"
+    return min(candidates, key=lambda item: item[1])
+
+
+def test_segment_metrics_are_logged_with_the_run(project: Any) -> None:
+    run = project.mlflow_client().get_run(train_run(project)["run_id"])
+    document = segments_document(project)
+
+    assert set(document) == {"channel", "account_age", "amount"}
+    assert set(document["account_age"]) == {"new", "established"}
+    for name, values in document.items():
+        for value, entry in values.items():
+            assert run.data.metrics[f"segment/{name}/{value}/rows"] == entry["rows"]
+            if entry["pr_auc"] is not None:
+                assert run.data.metrics[f"segment/{name}/{value}/pr_auc"] == pytest.approx(entry["pr_auc"], abs=1e-6)
+    assert sum(entry["rows"] for entry in document["channel"].values()) == run.data.metrics["holdout_rows"]
+    assert (project.root / "plots/figures/segments.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_gate_refuses_a_segment_regression_against_the_re_scored_champion(project: Any) -> None:
+    import yaml
+
+    from mlops_recipes.io import tracking
+    from mlops_recipes.io.files import read_parquet
+    from mlops_recipes.params import parse_params
+    from mlops_recipes.settings import Settings
+    from mlops_recipes.stages import evaluate, register
+
+    settings = Settings(project_root=project.root)
+    raw = yaml.safe_load((project.root / "params.yaml").read_text())
+    raw["register"]["segments"]["max_regression"] = 0.05
+    params = parse_params(raw)
+    client = tracking.configure(settings)
+    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    champion_scores = evaluate.score_holdout(f"models:/{settings.model_name}/{champion.version}", holdout)
+    champion_global = evaluate.compute(holdout, champion_scores, params.evaluate)["pr_auc"]
+    # A candidate better overall, but 0.2 worse than the champion on its weakest gated segment.
+    key, _ = weakest_gated_segment(project)
+    candidate = evaluate.segment_table(settings, params, holdout, champion_scores)
+    candidate.loc[candidate["segment"] == key, "pr_auc"] -= 0.2
+
+    decision, _ = register.gate(
+        client,
+        settings,
+        params,
+        version="candidate",
+        candidate_score=champion_global + 0.01,
+        holdout=holdout,
+        candidate_segments=candidate,
+    )
+
+    assert decision.promote is False
+    text = " | ".join(decision.reasons)
+    assert "beats champion" in text  # the global metric improves ...
+    assert f"segment {key} pr_auc=" in text  # ... and this segment refuses it
+    assert "regresses from the champion's" in text
+
+
+def test_a_candidate_below_a_segment_floor_is_refused_in_the_pipeline(project: Any) -> None:
+    import yaml
+
+    client = project.mlflow_client()
+    champion = client.get_model_version_by_alias("fraud-detector", "champion").version
+    key, _ = weakest_gated_segment(project)
+    path = project.root / "params.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    raw["train"]["seed"] = 11  # a new candidate
+    raw["register"]["min_improvement"] = -1.0  # whatever its global score, the global gate lets it through
+    raw["register"]["segments"]["floors"] = {key: 0.999}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        project.run("dvc", "repro")
+    finally:
+        path.write_text(original)
+
+    promotion = json.loads((project.root / "reports/promotion.json").read_text())
+    reasons = " | ".join(promotion["decision"]["reasons"])
+    assert promotion["decision"]["promote"] is False
+    assert "beats champion" in reasons
+    assert f"segment {key} pr_auc=" in reasons
+    assert "is below its floor 0.9990" in reasons
+    assert client.get_model_version_by_alias("fraud-detector", "champion").version == champion
+    version = client.get_model_version("fraud-detector", promotion["candidate_version"])
+    assert version.tags["gate_decision"] == "rejected"

@@ -7,7 +7,15 @@ import math
 
 import pytest
 
-from mlops_recipes.core.gate import GateDecision, chance_score, decide, skill
+from mlops_recipes.core.gate import (
+    GateDecision,
+    SegmentScore,
+    chance_score,
+    check_segments,
+    decide,
+    skill,
+    with_segments,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +117,83 @@ def test_chance_levels_per_metric() -> None:
     assert chance_score("recall_at_fpr", base_rate=0.01, max_fpr=0.02) == 0.02
     assert skill(1.0, 0.3) == pytest.approx(1.0)
     assert skill(0.3, 0.3) == 0.0
+
+
+# --- per-segment checks -------------------------------------------------------------------------------------
+
+
+def _segments(**scores: tuple[float, int]) -> dict[str, SegmentScore]:
+    return {key.replace("__", "/"): SegmentScore(score, positives) for key, (score, positives) in scores.items()}
+
+
+def test_a_candidate_that_regresses_on_one_segment_is_refused_while_the_global_metric_improves() -> None:
+    champion = _segments(channel__online=(0.80, 40), channel__pos=(0.70, 30), account_age__new=(0.75, 20))
+    candidate = _segments(channel__online=(0.90, 40), channel__pos=(0.80, 30), account_age__new=(0.60, 20))
+    overall = decide(metric="pr_auc", candidate_score=0.85, floor=0.3, min_improvement=0.0, champion_score=0.78)
+    assert overall.promote is True  # globally better
+
+    failures, notes = check_segments(
+        candidate, champion, metric="pr_auc", min_positives=10, floor=None, floors={}, max_regression=0.05
+    )
+    decision = with_segments(overall, failures, notes)
+
+    assert decision.promote is False
+    assert failures == (
+        "segment account_age/new pr_auc=0.6000 regresses from the champion's 0.7500 by 0.1500 (more than 0.0500)",
+    )
+    assert decision.reasons[: len(overall.reasons)] == overall.reasons  # the global reasons stay
+
+
+def test_segment_floor_and_per_segment_override() -> None:
+    candidate = _segments(channel__online=(0.55, 40), channel__atm=(0.45, 12))
+
+    failures, _ = check_segments(
+        candidate,
+        None,
+        metric="pr_auc",
+        min_positives=10,
+        floor=0.5,
+        floors={"channel/online": 0.6},
+        max_regression=None,
+    )
+
+    assert failures == (
+        "segment channel/atm pr_auc=0.4500 is below its floor 0.5000",
+        "segment channel/online pr_auc=0.5500 is below its floor 0.6000",
+    )
+
+
+def test_small_or_undefined_segments_are_reported_not_gated() -> None:
+    candidate = _segments(channel__atm=(0.1, 3), channel__pos=(NAN, 50), channel__online=(0.9, 40))
+
+    failures, notes = check_segments(
+        candidate, None, metric="pr_auc", min_positives=10, floor=0.5, floors={}, max_regression=0.0
+    )
+
+    assert failures == ()
+    assert notes == (
+        "1 segment(s) pass their pr_auc checks",
+        "not gated (fewer than 10 frauds or undefined pr_auc): channel/atm, channel/pos",
+    )
+
+
+def test_segment_checks_never_promote_a_globally_refused_candidate() -> None:
+    overall = decide(metric="pr_auc", candidate_score=0.2, floor=0.3, min_improvement=0.0, champion_score=None)
+
+    decision = with_segments(overall, (), ("3 segment(s) pass their pr_auc checks",))
+
+    assert decision.promote is False
+
+
+def test_a_segment_the_champion_lacks_is_only_floor_checked() -> None:
+    failures, _ = check_segments(
+        _segments(channel__new_value=(0.2, 30)),
+        _segments(channel__online=(0.9, 30)),
+        metric="pr_auc",
+        min_positives=10,
+        floor=None,
+        floors={},
+        max_regression=0.0,
+    )
+
+    assert failures == ()

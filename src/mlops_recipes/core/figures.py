@@ -158,7 +158,7 @@ def segments_figure(table: pd.DataFrame, *, metrics: tuple[str, ...] = ("pr_auc"
     """
     models = list(table["model"].unique()) if "model" in table else [""]
     keys = list(dict.fromkeys(table["segment"]))
-    figure, axes = _figure(5.0 * len(metrics), 0.45 * len(keys) * len(models) + 1.5, cols=len(metrics))
+    figure, axes = _figure(6.5 * len(metrics), 0.45 * len(keys) * len(models) + 1.5, cols=len(metrics))
     height = 0.8 / len(models)
     for ax, metric in zip(axes, metrics, strict=True):
         for i, model in enumerate(models):

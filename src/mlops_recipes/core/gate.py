@@ -11,7 +11,8 @@ says which.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -93,3 +94,59 @@ def decide(
         cleared,
         f"does not beat champion {metric}={champion_score:.4f} by {min_improvement:+.4f} (needs {needed:.4f})",
     )
+
+
+@dataclass(frozen=True)
+class SegmentScore:
+    """One segment's gated metric on the holdout, and how many frauds it holds."""
+
+    score: float
+    positives: int
+
+
+def check_segments(
+    candidate: Mapping[str, SegmentScore],
+    champion: Mapping[str, SegmentScore] | None,
+    *,
+    metric: str,
+    min_positives: int,
+    floor: float | None,
+    floors: Mapping[str, float],
+    max_regression: float | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Per-segment checks: (failures, notes). The candidate passes when there are no failures.
+
+    A segment is gated when it holds at least ``min_positives`` frauds and its metric is defined. It fails
+    below its floor (``floors[key]``, else ``floor``), or when it falls more than ``max_regression`` below the
+    champion's score on the same segment (champion re-scored on the same holdout).
+    """
+    failures: list[str] = []
+    skipped: list[str] = []
+    gated = 0
+    for key, seg in sorted(candidate.items()):
+        if seg.positives < min_positives or math.isnan(seg.score):
+            skipped.append(key)
+            continue
+        gated += 1
+        bound = floors.get(key, floor)
+        if bound is not None and seg.score < bound:
+            failures.append(f"segment {key} {metric}={seg.score:.4f} is below its floor {bound:.4f}")
+        theirs = champion.get(key) if champion else None
+        if max_regression is not None and theirs is not None and not math.isnan(theirs.score):
+            drop = theirs.score - seg.score
+            if drop > max_regression:
+                failures.append(
+                    f"segment {key} {metric}={seg.score:.4f} regresses from the champion's {theirs.score:.4f} "
+                    f"by {drop:.4f} (more than {max_regression:.4f})"
+                )
+    notes = []
+    if not failures:
+        notes.append(f"{gated} segment(s) pass their {metric} checks")
+    if skipped:
+        notes.append(f"not gated (fewer than {min_positives} frauds or undefined {metric}): {', '.join(skipped)}")
+    return tuple(failures), tuple(notes)
+
+
+def with_segments(decision: GateDecision, failures: tuple[str, ...], notes: tuple[str, ...]) -> GateDecision:
+    """The global decision combined with the segment checks: any segment failure refuses the candidate."""
+    return replace(decision, promote=decision.promote and not failures, reasons=(*decision.reasons, *failures, *notes))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_recipes.contract import LABEL
+from mlops_recipes.core import segments
 from mlops_recipes.core.figures import holdout_figures
 from mlops_recipes.core.metrics import curves, holdout_metrics
 from mlops_recipes.io import plots_page, tracking
@@ -23,6 +24,7 @@ from mlops_recipes.settings import Settings
 
 FIGURES_DIR = "figures"  # under plots/: the PNGs DVC shows as image plots
 FIGURES_ARTIFACT = "figures"  # in the MLflow run
+SEGMENTS_ARTIFACT = "holdout_segments.json"  # metrics per segment, in the MLflow run
 
 
 def score_holdout(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
@@ -52,6 +54,41 @@ def compute(holdout: pd.DataFrame, scores: np.ndarray, params: EvaluateParams) -
     )
 
 
+def segment_labels(settings: Settings, params: Params, holdout: pd.DataFrame) -> pd.DataFrame:
+    """Each holdout row's segment label per ``evaluate.segments``.
+
+    Columns come from the validated transactions (the data contract: channel, account_created_at, amount, ...)
+    or, failing that, from the holdout itself (a model feature).
+    """
+    specs = params.evaluate.segments
+    if not specs:
+        return pd.DataFrame(index=holdout.index)
+    needed = {spec.column for spec in specs} | {"event_timestamp"}
+    path = settings.validated_transactions
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+    import pyarrow.parquet as pq
+
+    available = set(pq.read_schema(path).names)
+    from_raw = sorted((needed & available) - {"transaction_id"})
+    raw = pd.read_parquet(path, columns=["transaction_id", *from_raw])
+    frame = holdout[["transaction_id"]].merge(raw, on="transaction_id", how="left", validate="one_to_one")
+    frame.index = holdout.index
+    for column in needed - set(from_raw):
+        if column in holdout:
+            frame[column] = holdout[column]
+    return segments.assign_all(frame, specs)
+
+
+def segment_table(
+    settings: Settings, params: Params, holdout: pd.DataFrame, scores: np.ndarray, *, labels: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Metrics per segment of scored holdout rows (see :func:`mlops_recipes.core.segments.segment_metrics`)."""
+    if labels is None:
+        labels = segment_labels(settings, params, holdout)
+    return segments.segment_metrics(holdout[LABEL].to_numpy(), scores, labels, threshold=params.evaluate.threshold)
+
+
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``metrics/holdout.json`` and ``plots/*.csv``; log both to the training run."""
     import mlflow
@@ -69,12 +106,15 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     for name, table in tables.items():
         table.to_csv(plots_dir / f"{name}.csv", index=False)
     write_json({k: round(v, 6) for k, v in metrics.items()}, settings.holdout_metrics_file)
+    by_segment = segment_table(settings, params, holdout, scores)
+    write_json(segments.as_document(by_segment), settings.segment_metrics_file)
     figures = holdout_figures(
         holdout[LABEL].to_numpy(),
         {"model": scores},
         threshold=params.evaluate.threshold,
         max_fpr=params.evaluate.max_fpr,
         bins=params.evaluate.calibration_bins,
+        segments=by_segment,
     )
     figures_dir = plots_dir / FIGURES_DIR
     write_pngs(figures, figures_dir)
@@ -82,8 +122,14 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
 
     with mlflow.start_run(run_id=trained["run_id"]):
         mlflow.log_metrics({f"{METRIC_PREFIX}{k}": v for k, v in metrics.items()}, model_id=trained["model_id"])
+        mlflow.log_metrics(segments.mlflow_metrics(by_segment), model_id=trained["model_id"])
+        mlflow.log_dict(segments.as_document(by_segment), SEGMENTS_ARTIFACT)
         for name in tables:
             mlflow.log_artifact(str(plots_dir / f"{name}.csv"), artifact_path="holdout_plots")
         # PNGs under the run: the MLflow UI previews them in the run's Artifacts tab.
         mlflow.log_artifacts(str(figures_dir), artifact_path=FIGURES_ARTIFACT)
-    return {"stage": "evaluate", "metrics": {k: round(v, 4) for k, v in metrics.items()}}
+    return {
+        "stage": "evaluate",
+        "metrics": {k: round(v, 4) for k, v in metrics.items()},
+        "segments": len(by_segment),
+    }

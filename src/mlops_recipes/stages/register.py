@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 
 from mlops_recipes.contract import LABEL
-from mlops_recipes.core.gate import GateDecision, chance_score, decide
+from mlops_recipes.core import segments
+from mlops_recipes.core.gate import GateDecision, SegmentScore, chance_score, check_segments, decide, with_segments
 from mlops_recipes.io import registry, tracking
 from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.params import Params
@@ -42,10 +43,64 @@ def champion_score(
     return str(current.version), evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric], None
 
 
+def segment_scores(table: pd.DataFrame, metric: str) -> dict[str, SegmentScore]:
+    """Segment key → the gated metric and the frauds behind it, from a segment metrics table."""
+    return {
+        str(row["segment"]): SegmentScore(float(row[metric]), int(row["positives"])) for row in table.to_dict("records")
+    }
+
+
+def gate_segments(
+    decision: GateDecision,
+    client: Any,
+    settings: Settings,
+    params: Params,
+    *,
+    holdout: pd.DataFrame,
+    candidate_segments: pd.DataFrame,
+) -> GateDecision:
+    """Add the per-segment checks (``register.segments``) to a global decision; unchanged when none is set.
+
+    The champion is re-scored on the same holdout, and so on the same segments, only for the regression check.
+    """
+    rules = params.register_.segments
+    if not rules.active:
+        return decision
+    champion = None
+    current = registry.alias_version(client, settings.model_name, registry.CHAMPION)
+    if rules.max_regression is not None and current is not None:
+        try:
+            scores = evaluate.score_holdout(f"models:/{settings.model_name}/{current.version}", holdout)
+        except (KeyError, ValueError):
+            scores = None  # the global check already reports a champion that cannot read this holdout
+        if scores is not None:
+            champion = segment_scores(evaluate.segment_table(settings, params, holdout, scores), rules.metric)
+    failures, notes = check_segments(
+        segment_scores(candidate_segments, rules.metric),
+        champion,
+        metric=rules.metric,
+        min_positives=rules.min_positives,
+        floor=rules.floor,
+        floors=rules.floors,
+        max_regression=rules.max_regression,
+    )
+    return with_segments(decision, failures, notes)
+
+
 def gate(
-    client: Any, settings: Settings, params: Params, *, version: str, candidate_score: float, holdout: pd.DataFrame
+    client: Any,
+    settings: Settings,
+    params: Params,
+    *,
+    version: str,
+    candidate_score: float,
+    holdout: pd.DataFrame,
+    candidate_segments: pd.DataFrame | None = None,
 ) -> tuple[GateDecision, str | None]:
-    """Decide on ``version`` against the current champion on the same holdout. Returns (decision, champion)."""
+    """Decide on ``version`` against the current champion on the same holdout. Returns (decision, champion).
+
+    ``candidate_segments`` (the candidate's metrics per segment) adds the per-segment checks.
+    """
     rules = params.register_
     champ_version, champ_score, note = champion_score(client, settings, params, holdout)
     if champ_version == str(version):
@@ -61,6 +116,10 @@ def gate(
     )
     if note:
         decision = GateDecision(decision.promote, (*decision.reasons, note), *_tail(decision))
+    if candidate_segments is not None:
+        decision = gate_segments(
+            decision, client, settings, params, holdout=holdout, candidate_segments=candidate_segments
+        )
     return decision, champ_version
 
 
@@ -102,6 +161,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         version=version,
         candidate_score=float(metrics[params.register_.metric]),
         holdout=holdout,
+        candidate_segments=segments.from_document(read_json(settings.segment_metrics_file)),
     )
     before = apply_decision(client, settings, version, decision)
     after = registry.alias_version(client, settings.model_name, registry.CHAMPION)
@@ -126,11 +186,21 @@ def promote(settings: Settings, params: Params, *, version: str, force: bool) ->
     registry.get_version(client, settings.model_name, version)
     holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
     uri = f"models:/{settings.model_name}/{version}"
-    score = evaluate.compute(holdout, evaluate.score_holdout(uri, holdout), params.evaluate)[params.register_.metric]
+    scores = evaluate.score_holdout(uri, holdout)
+    score = evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric]
     if force:
         decision = GateDecision(True, ("forced by operator",), params.register_.metric, score, None)
     else:
-        decision, _ = gate(client, settings, params, version=version, candidate_score=score, holdout=holdout)
+        by_segment = evaluate.segment_table(settings, params, holdout, scores)
+        decision, _ = gate(
+            client,
+            settings,
+            params,
+            version=version,
+            candidate_score=score,
+            holdout=holdout,
+            candidate_segments=by_segment,
+        )
     before = apply_decision(client, settings, version, decision)
     if not decision.promote:
         raise GateRejected(f"gate rejected v{version}: " + "; ".join(decision.reasons) + " (use --force to override)")
