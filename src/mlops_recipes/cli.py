@@ -37,10 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("summary", help="the last register stage's outcome, from reports/ (no registry call)")
     status = commands.add_parser("status", help="champion and challenger with their holdout metrics")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--card", action="store_true", help="print the model card (Markdown) instead")
+    status.add_argument("--version", help="with --card: this version (default: champion, else challenger)")
+    status.add_argument("--html", type=Path, help="with --card: also write the card with its figures to this file")
     promote = commands.add_parser("promote", help="promote a model version to champion (gated)")
     promote.add_argument("--version", required=True, help="registry version number")
     promote.add_argument("--force", action="store_true", help="skip the gate")
     commands.add_parser("rollback", help="move champion back to the previous champion")
+    compare = commands.add_parser("compare", help="a candidate beside the champion on the same holdout, with figures")
+    compare.add_argument("--candidate", help="registry version (default: the challenger)")
+    compare.add_argument("--champion", help="registry version (default: the champion)")
     show = commands.add_parser("params", help="validate and print the parameters")
     show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
     contract = commands.add_parser("contract", help="the data contract: check it, print its schema, draft one")
@@ -87,6 +93,25 @@ def _format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _format_comparison(result: dict[str, Any]) -> str:
+    cand, champ = f"candidate v{result['candidate']}", f"champion v{result['champion']}"
+    lines = [f"{'metric':<24}{cand:>16}{champ:>16}{'difference':>12}"]
+    for metric, row in result["metrics"].items():
+        lines.append(f"{metric:<24}{row[cand]:>16.4f}{row[champ]:>16.4f}{row['difference']:>+12.4f}")
+    lines.append(f"figures and per-segment metrics: {result['report']}")
+    return "\n".join(lines)
+
+
+def _card_version(client: Any, name: str) -> str:
+    from mlops_recipes.io import registry
+
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        found = registry.alias_version(client, name, alias)
+        if found is not None:
+            return str(found.version)
+    raise registry.RegistryError(f"model {name!r} has no champion or challenger; pass --version")
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
@@ -111,6 +136,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     from mlops_recipes.io import registry, tracking
 
+    if args.command == "status" and args.card:
+        from mlops_recipes.io import card
+
+        client = tracking.configure(settings)
+        version = args.version or _card_version(client, settings.model_name)
+        if args.html:
+            args.html.write_text(card.read(client, settings.model_name, version, kind="html"), encoding="utf-8")
+        print(card.read(client, settings.model_name, version))  # noqa: T201 - the CLI's output
+        return 0
     if args.command == "status":
         status = registry.status(tracking.configure(settings), settings.model_name)
         print(json.dumps(status, indent=2) if args.json else _format_status(status))  # noqa: T201
@@ -119,6 +153,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mlops_recipes.stages.register import promote
 
         _print(promote(settings, params, version=args.version, force=args.force))
+        return 0
+    if args.command == "compare":
+        from mlops_recipes.stages import compare
+
+        result = compare.run(settings, params, candidate=args.candidate, champion=args.champion)
+        print(_format_comparison(result))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "rollback":
         before, after = registry.rollback(tracking.configure(settings), settings.model_name)

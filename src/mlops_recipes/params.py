@@ -207,6 +207,23 @@ class SegmentGateParams(_Strict):
         return self.floor is not None or bool(self.floors) or self.max_regression is not None
 
 
+class CardParams(_Strict):
+    """What the model card says about use and limits, beyond what it reads from the run."""
+
+    intended_use: str = (
+        "Scores card transactions for fraud at authorisation time, from the customer's and merchant's recent "
+        "activity (online features) and the transaction itself. A score at or above the threshold flags the "
+        "transaction for review or step-up authentication; it is not meant to block cards on its own."
+    )
+    limitations: tuple[str, ...] = (
+        "Trained and evaluated on the seeded synthetic generator shipped with the template unless data.source "
+        "is 'file': its fraud patterns are illustrative, not real.",
+        "Labels are taken as known at the end of each day; real chargebacks arrive weeks later, so the holdout "
+        "flatters recent performance.",
+        "Customers without history (no online features) are scored from the transaction alone.",
+    )
+
+
 class RegisterParams(_Strict):
     """The promotion gate: an absolute floor, a floor relative to chance, then a margin over the champion.
 
@@ -222,6 +239,7 @@ class RegisterParams(_Strict):
     min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
     fail_on_reject: bool = Field(default=False, description="Exit non-zero (fail `dvc repro`) when the gate refuses.")
     segments: SegmentGateParams = SegmentGateParams()
+    card: CardParams = CardParams()
 
 
 class Params(_Strict):

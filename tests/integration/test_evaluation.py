@@ -271,3 +271,80 @@ def test_a_candidate_below_a_segment_floor_is_refused_in_the_pipeline(project: A
     assert client.get_model_version_by_alias("fraud-detector", "champion").version == champion
     version = client.get_model_version("fraud-detector", promotion["candidate_version"])
     assert version.tags["gate_decision"] == "rejected"
+
+
+# --- model card ----------------------------------------------------------------------------------------------
+
+
+def run_figures(project: Any, run_id: str, into: Path) -> dict[str, bytes]:
+    client = project.mlflow_client()
+    out = {}
+    for artifact in client.list_artifacts(run_id, "figures"):
+        out[Path(artifact.path).stem] = Path(client.download_artifacts(run_id, artifact.path, str(into))).read_bytes()
+    return out
+
+
+def test_model_card_carries_the_runs_own_figures_and_facts(project: Any, tmp_path: Path) -> None:
+    import base64
+    import re
+
+    client = project.mlflow_client()
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    page = tmp_path / "card.html"
+
+    markdown = project.run("mlops", "status", "--card", "--html", str(page)).stdout
+
+    html = page.read_text(encoding="utf-8")
+    embedded = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+    figures = run_figures(project, champion.run_id, tmp_path / "artifacts")
+    assert set(figures) >= {*FIGURES, "segments"}
+    assert sorted(embedded) == sorted(figures.values())  # the run's very images, every one of them
+    run = client.get_run(champion.run_id)
+    assert f"# Model card: fraud-detector v{champion.version}" in markdown
+    assert f"| pr_auc | {run.data.metrics['holdout_pr_auc']:.4f} |" in markdown
+    assert run.data.tags["data.train_md5"] in markdown
+    assert run.data.tags["data.holdout_window"] in markdown
+    assert "| train.hist_gradient_boosting.max_iter | 60 |" in markdown
+    assert "| account_age/new |" in markdown
+    assert "## Gate decision" in markdown
+    assert "## Known limitations" in markdown
+    assert "Intended use" in champion.description
+    assert "model_card/card.html" in champion.description
+
+
+def test_a_refused_versions_card_gives_the_gates_reasons(project: Any) -> None:
+    client = project.mlflow_client()
+    challenger = client.get_model_version_by_alias("fraud-detector", "challenger")
+
+    markdown = project.run("mlops", "status", "--card", "--version", str(challenger.version)).stdout
+
+    assert challenger.tags["gate_decision"] == "rejected"
+    assert "rejected." in markdown
+    assert "is below its floor 0.9990" in markdown
+
+
+# --- comparison ----------------------------------------------------------------------------------------------
+
+
+def test_compare_puts_the_candidate_beside_the_champion_on_the_same_holdout(project: Any) -> None:
+    client = project.mlflow_client()
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    challenger = client.get_model_version_by_alias("fraud-detector", "challenger")
+    assert challenger.version != champion.version
+
+    printed = project.run("mlops", "compare").stdout
+
+    out = project.root / f"reports/compare/v{challenger.version}_vs_v{champion.version}"
+    document = json.loads((out / "comparison.json").read_text())
+    pr_auc = document["metrics"]["pr_auc"]
+    cand, champ = f"candidate v{challenger.version}", f"champion v{champion.version}"
+    # Each model re-scored on today's holdout: the same numbers their own evaluation logged (same data here).
+    assert pr_auc[cand] == pytest.approx(client.get_run(challenger.run_id).data.metrics["holdout_pr_auc"], abs=1e-6)
+    assert pr_auc[champ] == pytest.approx(client.get_run(champion.run_id).data.metrics["holdout_pr_auc"], abs=1e-6)
+    assert pr_auc["difference"] == pytest.approx(pr_auc[cand] - pr_auc[champ], abs=2e-6)  # each rounded to 6 places
+    assert {row["model"] for row in document["segments"]} == {cand, champ}
+    for name in {*FIGURES, "segments"}:
+        png_size((out / f"{name}.png").read_bytes())
+    assert (out / "comparison.html").read_text().count("data:image/png;base64,") == len(FIGURES) + 1
+    assert "pr_auc" in printed
+    assert str(out / "comparison.html") in printed

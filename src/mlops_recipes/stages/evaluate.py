@@ -89,6 +89,20 @@ def segment_table(
     return segments.segment_metrics(holdout[LABEL].to_numpy(), scores, labels, threshold=params.evaluate.threshold)
 
 
+def _window(timestamps: pd.Series) -> str:
+    return f"{timestamps.min():%Y-%m-%d %H:%M} to {timestamps.max():%Y-%m-%d %H:%M}"
+
+
+def _data_window_tags(settings: Settings, holdout: pd.DataFrame) -> dict[str, str]:
+    train = pd.read_parquet(settings.dataset_dir / "train.parquet", columns=["event_timestamp"])
+    return {
+        "data.train_window": _window(train["event_timestamp"]),
+        "data.holdout_window": _window(holdout["event_timestamp"]),
+        "data.train_rows": str(len(train)),
+        "data.holdout_rows": str(len(holdout)),
+    }
+
+
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``metrics/holdout.json`` and ``plots/*.csv``; log both to the training run."""
     import mlflow
@@ -120,7 +134,9 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     write_pngs(figures, figures_dir)
     plots_page.ensure(plots_dir / plots_page.PAGE_NAME)
 
+    windows = _data_window_tags(settings, holdout)
     with mlflow.start_run(run_id=trained["run_id"]):
+        mlflow.set_tags(windows)  # what the model card reports as the data window
         mlflow.log_metrics({f"{METRIC_PREFIX}{k}": v for k, v in metrics.items()}, model_id=trained["model_id"])
         mlflow.log_metrics(segments.mlflow_metrics(by_segment), model_id=trained["model_id"])
         mlflow.log_dict(segments.as_document(by_segment), SEGMENTS_ARTIFACT)

@@ -138,6 +138,14 @@ def apply_decision(client: Any, settings: Settings, version: str, decision: Gate
     return str(before.version) if before is not None else None
 
 
+def write_card(client: Any, settings: Settings, params: Params, version: str) -> dict[str, str]:
+    """Generate the version's model card from its run and tags, and store it (description + run artifacts)."""
+    from mlops_recipes.io import card
+
+    facts = card.gather(client, settings.model_name, version, params)
+    return card.publish(client, facts, min_positives=params.register_.segments.min_positives)
+
+
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Register, alias ``challenger``, gate, maybe promote; write ``reports/promotion.json``."""
     trained = read_json(settings.train_run_file)
@@ -164,6 +172,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         candidate_segments=segments.from_document(read_json(settings.segment_metrics_file)),
     )
     before = apply_decision(client, settings, version, decision)
+    model_card = write_card(client, settings, params, version)
     after = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     report = {
         "model_name": settings.model_name,
@@ -173,6 +182,7 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "champion_after": str(after.version) if after is not None else None,
         "champion": registry.describe(client, after),
         "decision": decision.as_dict(),
+        "model_card": model_card,
     }
     write_json(report, settings.path(settings.reports_dir) / "promotion.json")
     if not decision.promote and params.register_.fail_on_reject:
@@ -202,6 +212,7 @@ def promote(settings: Settings, params: Params, *, version: str, force: bool) ->
             candidate_segments=by_segment,
         )
     before = apply_decision(client, settings, version, decision)
+    write_card(client, settings, params, version)
     if not decision.promote:
         raise GateRejected(f"gate rejected v{version}: " + "; ".join(decision.reasons) + " (use --force to override)")
     return {"promoted": version, "champion_before": before, "decision": decision.as_dict()}
