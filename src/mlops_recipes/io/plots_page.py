@@ -101,12 +101,17 @@ def ensure(path: Path) -> bool:
     expected = stamp()
     if _is_current(path, expected):
         return False
-    cached = _user_cache(expected)
-    if _is_current(cached, expected):
+    content = None
+    try:
+        cached: Path | None = _user_cache(expected)
+    except RuntimeError:  # no home directory to find a cache in
+        cached = None
+    if cached is not None and _is_current(cached, expected):
         content = cached.read_text(encoding="utf-8")
-    else:
+    if content is None:
         content = render()
-        with contextlib.suppress(OSError):
-            _write(cached, content)
+        if cached is not None:
+            with contextlib.suppress(OSError):
+                _write(cached, content)
     _write(path, content)
     return True
