@@ -246,23 +246,3 @@ def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
         return make_project(tmp_path_factory.mktemp(name), merge(TINY_PARAMS, override))
 
     return build
-
-
-def find_external_tool(name: str, *, env_var: str | None = None, install: str) -> str:
-    """Path of an external program a test needs (``env_var`` wins over the PATH), or skip saying how to get it.
-
-    One place for "missing external tool" so a shared policy (one summary line, a failure in CI) can replace
-    the skip without touching the tests.
-    """
-    configured = os.environ.get(env_var, "") if env_var else ""
-    found = configured or shutil.which(name)
-    if not found or (not Path(found).exists() and not shutil.which(found)):
-        where = f"${env_var} or the PATH" if env_var else "the PATH"
-        pytest.skip(f"{name} not found on {where} (install it: {install})")
-    return str(found)
-
-
-@pytest.fixture(scope="session")
-def external_tool() -> Callable[..., str]:
-    """``external_tool(name, env_var=..., install=...)``: see :func:`find_external_tool`."""
-    return find_external_tool

@@ -116,15 +116,14 @@ def render_check(chromium: str, page: Path, profile: Path) -> dict[str, Any]:
     return found
 
 
-def test_dvc_plots_show_draws_its_charts_offline(project: Any, external_tool: Any, tmp_path: Path) -> None:
-    chromium = external_tool("chromium", env_var="MLOPS_CHROMIUM", install="apt-get install chromium")
+def test_dvc_plots_show_draws_its_charts_offline(project: Any, tool_chromium: str, tmp_path: Path) -> None:
     project.run("dvc", "plots", "show")
     page = project.root / "dvc_plots/index.html"
     html = page.read_text(encoding="utf-8")
     assert "cdn." not in html
     assert "<script src=" not in html
 
-    found = render_check(chromium, page, tmp_path / "profile")
+    found = render_check(tool_chromium, page, tmp_path / "profile")
 
     assert found["errors"] == []
     # Four data-series plots (ROC, precision-recall, calibration, confusion), each drawn with marks.
@@ -137,9 +136,9 @@ def test_dvc_plots_show_draws_its_charts_offline(project: Any, external_tool: An
     assert all(image["width"] > 0 for image in found["images"]), found
 
 
-def test_the_default_cdn_page_stays_blank_offline(project: Any, external_tool: Any, tmp_path: Path) -> None:
+def test_the_default_cdn_page_stays_blank_offline(project: Any, tool_chromium: str, tmp_path: Path) -> None:
     """The control: the same plots through DVC's built-in page draw nothing without network (the test can fail)."""
-    chromium = external_tool("chromium", env_var="MLOPS_CHROMIUM", install="apt-get install chromium")
+
     from dvc_render.html import PAGE_HTML  # DVC's built-in page, which loads Vega from a CDN
 
     default_page = tmp_path / "default.html"
@@ -148,7 +147,7 @@ def test_the_default_cdn_page_stays_blank_offline(project: Any, external_tool: A
     project.run("dvc", "plots", "show", "--html-template", str(default_page), "-o", str(out))
     assert "cdn." in (out / "index.html").read_text(encoding="utf-8")
 
-    found = render_check(chromium, out / "index.html", tmp_path / "profile")
+    found = render_check(tool_chromium, out / "index.html", tmp_path / "profile")
 
     assert found["vega"] == [], found
     assert found["errors"], "vegaEmbed should be undefined without its CDN scripts"
