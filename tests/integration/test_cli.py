@@ -74,6 +74,12 @@ def contains(document: Any, expected: Any) -> bool:
         return isinstance(document, dict) and all(
             k in document and contains(document[k], v) for k, v in expected.items()
         )
+    if isinstance(expected, list):  # element by element: a list entry may leave optional keys to their defaults
+        return (
+            isinstance(document, list)
+            and len(document) == len(expected)
+            and all(contains(d, e) for d, e in zip(document, expected, strict=True))
+        )
     return bool(document == expected)
 
 
