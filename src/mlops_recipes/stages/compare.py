@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_recipes.contract import LABEL
 from mlops_recipes.core.figures import holdout_figures
 from mlops_recipes.io import registry, tracking
 from mlops_recipes.io.figures import write_pngs
@@ -22,7 +23,6 @@ from mlops_recipes.io.files import read_parquet, write_json
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
 from mlops_recipes.stages import evaluate
-from mlops_recipes.stages.dataset import LABEL
 
 
 def _resolve(client: Any, name: str, version: str | None, alias: str) -> str:
