@@ -225,8 +225,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         serving=serving,
         metrics=metrics,
         models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
-        features=OnlineFeatures(settings),
-        contract=settings.contract(),
+        features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(
             metrics,

@@ -1,9 +1,15 @@
-"""Scoring: online features + request fields → the shared request-time transformation → the model."""
+"""Scoring: online features + request fields → the shared request-time transformation → the model.
+
+After scoring, every transaction is recorded in its customer's online features (:func:`record_scored`), so that
+the customer's next transaction is scored on features that include it, as in training.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,12 +17,15 @@ import numpy as np
 
 from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from mlops_recipes.core.request_features import request_features, stored_features
+from mlops_recipes.core.request_features import STORED_FEATURES, request_features
+from mlops_recipes.io.customer_events import CustomerEvent, time_us
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
 from serving.monitoring import LiveMonitor
 from serving.schemas import Prediction, Transaction
+
+_log = logging.getLogger("serving.scoring")
 
 
 def _as_float_column(values: list[Any]) -> np.ndarray:
@@ -68,11 +77,8 @@ def score(
         [{CUSTOMER: getattr(t, CUSTOMER), MERCHANT: getattr(t, MERCHANT)} for t in transactions],
     )
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
-    matrix = model_matrix(stored, transactions, model.features, contract, now=time.time())
-    for name, spec in contract.categorical.items():  # only open fields let such values through the API
-        unseen = sum(getattr(t, name) not in spec.values for t in transactions)
-        if unseen:
-            metrics.unseen_categories.labels(name).inc(unseen)
+    now = time.time()
+    matrix = model_matrix(stored, transactions, model.features, now=now)
 
     started = time.perf_counter()
     probabilities = model.predict(matrix)
@@ -105,4 +111,52 @@ def score(
                 missing_features=missing,
             )
         )
+    if features.update_customers:
+        record_scored(transactions, stored, now=now, features=features, metrics=metrics)
     return predictions
+
+
+def record_scored(
+    transactions: Sequence[Transaction],
+    stored: dict[str, list[Any]],
+    *,
+    now: float,
+    features: OnlineFeatures,
+    metrics: ServiceMetrics,
+) -> None:
+    """Record scored transactions in their customers' online features, in event-time order.
+
+    Called once the scores are computed, with the stored features they were computed on: the transactions of one
+    batch are all scored on the state before the batch. A failure (store down, lock not obtained) is counted in
+    ``customer_feature_updates_total{outcome="failed"}`` and logged, never raised: the response stands, and the
+    customer's history is left as it was. Without a ``transaction_id`` a transaction cannot be recognised when
+    retried, so it gets a random one (counted again if sent again).
+    """
+    created = stored.get("cust_account_created_ts", [None] * len(transactions))
+    events = [
+        CustomerEvent(
+            customer_id=t.customer_id,
+            transaction_id=t.transaction_id or uuid.uuid4().hex,
+            time_us=int(now * 1e6) if t.event_timestamp is None else time_us(t.event_timestamp),
+            amount=t.amount,
+        )
+        for t in transactions
+    ]
+    for row in sorted(range(len(events)), key=lambda i: events[i].time_us):
+        event, started = events[row], time.perf_counter()
+        try:
+            recorded = features.record(event, account_created_ts=created[row])
+        except Exception as error:  # the score is computed: nothing here may fail the response
+            metrics.customer_updates.labels("failed").inc()
+            _log.error(
+                "customer features not updated after scoring: %s: %s",
+                type(error).__name__,
+                error,
+                extra={"customer_id": event.customer_id, "transaction_id": event.transaction_id},
+            )
+            continue
+        metrics.customer_update_latency.observe(time.perf_counter() - started)
+        metrics.customer_updates.labels("counted" if recorded.counted else "duplicate").inc()
+    view = features.updated_view
+    if view is not None and features.newest_event_s > 0:
+        metrics.newest_event.labels(view).set(features.newest_event_s)

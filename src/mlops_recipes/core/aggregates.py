@@ -16,6 +16,8 @@ Feast's point-in-time join and materialization expect:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -71,6 +73,7 @@ def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+@functools.cache
 def _window_us(window: str) -> int:
     return int(pd.Timedelta(window).value // 1_000)
 
