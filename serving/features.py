@@ -65,6 +65,10 @@ class OnlineFeatures:
             self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
         return recorded
 
+    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+        """The customer's row as of just before ``time_us`` (see :meth:`CustomerUpdates.row_before`)."""
+        return self._customer_updates().row_before(customer_id, time_us)
+
     def _customer_updates(self) -> CustomerUpdates:
         if self._updates is None:
             store = self._open()

@@ -76,8 +76,11 @@ def score(
         model.feature_service,
         [{CUSTOMER: getattr(t, CUSTOMER), MERCHANT: getattr(t, MERCHANT)} for t in transactions],
     )
-    metrics.feature_lookup_latency.observe(time.perf_counter() - started)
     now = time.time()
+    events = customer_events(transactions, now=now)
+    if features.update_customers:
+        as_of_each_event(stored, events, features=features)
+    metrics.feature_lookup_latency.observe(time.perf_counter() - started)
     matrix = model_matrix(stored, transactions, model.features, now=now)
 
     started = time.perf_counter()
@@ -112,15 +115,54 @@ def score(
             )
         )
     if features.update_customers:
-        record_scored(transactions, stored, now=now, features=features, metrics=metrics)
+        record_scored(transactions, events, stored, features=features, metrics=metrics)
     return predictions
+
+
+def customer_events(transactions: Sequence[Transaction], *, now: float) -> list[CustomerEvent]:
+    """The transactions as their customers' history records them (a random id where the caller sent none)."""
+    return [
+        CustomerEvent(
+            customer_id=t.customer_id,
+            transaction_id=t.transaction_id or uuid.uuid4().hex,
+            time_us=int(now * 1e6) if t.event_timestamp is None else time_us(t.event_timestamp),
+            amount=t.amount,
+        )
+        for t in transactions
+    ]
+
+
+def as_of_each_event(
+    stored: dict[str, list[Any]], events: Sequence[CustomerEvent], *, features: OnlineFeatures
+) -> None:
+    """Replace customer rows that already count events at or after the transaction's own time.
+
+    The online row is the state after the customer's latest recorded event. For a transaction at the same
+    instant as that event, earlier than it (a late event) or already recorded (a client's retry), training's
+    point-in-time row is the state just *before* the transaction: it is computed from the customer event log.
+    Rare by construction (the check is one comparison per row; the log is read only then).
+    """
+    last = stored.get("cust_last_txn_ts")
+    if last is None:
+        return
+    for row, event in enumerate(events):
+        value = last[row]
+        if value is None or not round(float(value) * 1e6) >= event.time_us:
+            continue
+        try:
+            before = features.row_before(event.customer_id, event.time_us)
+        except Exception as error:  # keep the stored row: a score on it beats no score
+            _log.warning("customer row before the transaction unavailable: %s: %s", type(error).__name__, error)
+            continue
+        for name in CUSTOMER_FEATURES:
+            stored[name][row] = None if before is None else before[name]
 
 
 def record_scored(
     transactions: Sequence[Transaction],
+    events: Sequence[CustomerEvent],
     stored: dict[str, list[Any]],
     *,
-    now: float,
     features: OnlineFeatures,
     metrics: ServiceMetrics,
 ) -> None:
@@ -130,22 +172,16 @@ def record_scored(
     batch are all scored on the state before the batch. A failure (store down, lock not obtained) is counted in
     ``customer_feature_updates_total{outcome="failed"}`` and logged, never raised: the response stands, and the
     customer's history is left as it was. Without a ``transaction_id`` a transaction cannot be recognised when
-    retried, so it gets a random one (counted again if sent again).
+    retried, so it gets a random one (counted again if sent again). The account creation time is the request's
+    (``account_created_at``) or the stored row's; the log keeps the first it learns.
     """
-    created = stored.get("cust_account_created_ts", [None] * len(transactions))
-    events = [
-        CustomerEvent(
-            customer_id=t.customer_id,
-            transaction_id=t.transaction_id or uuid.uuid4().hex,
-            time_us=int(now * 1e6) if t.event_timestamp is None else time_us(t.event_timestamp),
-            amount=t.amount,
-        )
-        for t in transactions
-    ]
+    stored_created = stored.get("cust_account_created_ts", [None] * len(transactions))
     for row in sorted(range(len(events)), key=lambda i: events[i].time_us):
         event, started = events[row], time.perf_counter()
+        opened = transactions[row].account_created_at
+        created = stored_created[row] if opened is None else time_us(opened) / 1e6
         try:
-            recorded = features.record(event, account_created_ts=created[row])
+            recorded = features.record(event, account_created_ts=created)
         except Exception as error:  # the score is computed: nothing here may fail the response
             metrics.customer_updates.labels("failed").inc()
             _log.error(

@@ -147,6 +147,10 @@ class CustomerEventLog(Protocol):
         """
         ...
 
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:  # pragma: no cover
+        """The customer's logged events (transaction_id → (time µs, amount)) and account creation time (or NaN)."""
+        ...
+
     def clear(self) -> None:  # pragma: no cover - protocol
         """Forget every customer's history (tests, and a rebuild from scratch)."""
         ...
@@ -159,9 +163,13 @@ def _created(stored: float | None, given: float | None) -> float:
 
 
 class SqliteEventLog:
-    """The embedded backend: one SQLite file, one writer at a time across every process (``BEGIN IMMEDIATE``)."""
+    """The embedded backend: one SQLite file, one writer at a time across every process (``BEGIN IMMEDIATE``).
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    A writer waits at most ``busy_timeout_s`` for another one (an update takes ~1 ms), well inside the service's
+    request timeout: a store that stays locked fails the update, not the request.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 1.0) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
@@ -290,6 +298,22 @@ class SqliteEventLog:
         results = self._transaction(_by_customer(events), account_created_ts, write, replace_until_us)
         return sum(counted for counted, _ in results)
 
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+        """The customer's logged events and account creation time (a read: no write lock)."""
+        with self._lock:
+            try:
+                connection = self._connect()
+                rows = connection.execute(
+                    "SELECT transaction_id, time_us, amount FROM customer_events WHERE customer_id = ?", (customer_id,)
+                ).fetchall()
+                state = connection.execute(
+                    "SELECT account_created_ts FROM customer_state WHERE customer_id = ?", (customer_id,)
+                ).fetchone()
+            except sqlite3.Error as error:
+                raise EventLogError(f"customer event log unavailable: {error}") from error
+        created = math.nan if state is None or state[0] is None else float(state[0])
+        return {tx: (t, a) for tx, t, a in rows}, created
+
     def clear(self) -> None:
         """Forget every customer's history."""
         with self._lock:
@@ -312,7 +336,7 @@ class RedisEventLog:
     is a lease: a holder that stalls longer than ``lock_lease_ms`` (a frozen process) loses it.
     """
 
-    def __init__(self, client: Any, *, project: str, lock_lease_ms: int = 5_000, lock_wait_s: float = 2.0) -> None:
+    def __init__(self, client: Any, *, project: str, lock_lease_ms: int = 5_000, lock_wait_s: float = 0.5) -> None:
         self._client = client
         self._prefix = f"mlops:{project}:customer"
         self._lease_ms = lock_lease_ms
@@ -409,6 +433,24 @@ class RedisEventLog:
             self._merge(c, group, account_created_ts.get(c), write, replace_until_us)[0] for c, group in groups.items()
         )
 
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+        """The customer's logged events and account creation time (a read: no lock)."""
+        import redis
+
+        events_key, state_key, _ = self._keys(customer_id)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:  # one snapshot of both keys
+                pipe.hgetall(events_key)
+                pipe.hget(state_key, "account_created_ts")
+                raw_events, raw_created = pipe.execute()
+        except redis.RedisError as error:
+            raise EventLogError(f"customer event log unavailable: {type(error).__name__}: {error}") from error
+        events = {}
+        for tx, value in raw_events.items():
+            t, a = value.split(b" ")
+            events[tx.decode()] = (int(t), float(a))
+        return events, math.nan if raw_created is None else float(raw_created)
+
     def clear(self) -> None:
         """Forget every customer's history (this project's keys only)."""
         keys = list(self._client.scan_iter(match=f"{self._prefix}:*", count=1000))
@@ -471,6 +513,22 @@ class CustomerUpdates:
     def record(self, event: CustomerEvent, *, account_created_ts: float | None = None) -> Recorded:
         """Count ``event`` in its customer's history and write the row after it (see the module doc)."""
         return self.log.record(event, account_created_ts=account_created_ts, write=self.writer)
+
+    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+        """The customer's row as of just before ``time_us``, from the log: what training sees for an event then.
+
+        None when the customer has no event before then within the longest window (features missing, as in the
+        point-in-time join, whose customer TTL is that window). Used when the online row already counts events
+        at or after the transaction's time: a same-instant event, a late one, or a client's retry.
+        """
+        events, created = self.log.history(customer_id)
+        before = [(t, a) for t, a in events.values() if t < time_us]
+        if not before:
+            return None
+        times = np.array([t for t, _ in before], dtype=np.int64)
+        if int(times.max()) <= time_us - longest_window_us():
+            return None
+        return customer_row(times, np.array([a for _, a in before]), account_created_ts=created)
 
     def rebuild(self, transactions: Any) -> dict[str, int]:
         """Load a transaction table (ingest columns) into the log and rewrite every customer's row from it.

@@ -83,23 +83,25 @@ def replay(
     url: str,
     transactions: pd.DataFrame,
     *,
+    since: pd.Timestamp,
     on_new_day: Callable[[pd.Timestamp], None] | None = None,
     timeout: float = 10.0,
 ) -> pd.DataFrame:
     """POST each transaction to ``url``/predict in time order; the served score and decision per transaction_id.
 
-    ``on_new_day(midnight)`` runs before the first transaction of each new day (the daily batch's turn).
+    ``since`` is the time the store was rewound to; ``on_new_day(midnight)`` runs before the first transaction of
+    each day after that one (the daily batch's turn).
     """
     import httpx
 
     ordered = transactions.sort_values(["event_timestamp", "transaction_id"], kind="stable")
     served = []
-    day: pd.Timestamp | None = None
+    day = since.floor("D")
     with httpx.Client(base_url=url, timeout=timeout) as client:
         for row in ordered.to_dict("records"):
             when = pd.Timestamp(row["event_timestamp"])
             today = when.floor("D")
-            if day is not None and today != day and on_new_day is not None:
+            if today != day and on_new_day is not None:
                 on_new_day(today)
             day = today
             body = {
@@ -109,6 +111,7 @@ def replay(
                 "amount": float(row["amount"]),
                 "channel": str(row["channel"]),
                 "event_timestamp": when.isoformat(),
+                "account_created_at": pd.Timestamp(row["account_created_at"]).isoformat(),
             }
             response = client.post("/predict", json=body)
             response.raise_for_status()
