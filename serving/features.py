@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from mlops_recipes.io.customer_events import CustomerEvent, CustomerUpdates, Recorded
-from mlops_recipes.io.feature_store import open_store
+from mlops_recipes.io.feature_store import PER_TRANSACTION, open_store
 from mlops_recipes.settings import Settings
 
 _log = logging.getLogger("serving.features")
@@ -91,8 +91,11 @@ class OnlineFeatures:
             views = self._open().list_feature_views()
         except Exception as error:
             raise FeatureStoreUnavailable(f"feature registry unavailable: {type(error).__name__}: {error}") from error
+        # Views updated per transaction are not materialized: their freshness is the newest event written.
         return {
-            view.name: view.most_recent_end_time.timestamp() for view in views if view.most_recent_end_time is not None
+            view.name: view.most_recent_end_time.timestamp()
+            for view in views
+            if view.most_recent_end_time is not None and view.tags.get("refresh") != PER_TRANSACTION
         }
 
     def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:

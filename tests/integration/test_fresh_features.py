@@ -22,7 +22,8 @@ import httpx
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.integration
+# A project of its own (dvc repro, ~30 s on an idle machine, minutes on a busy one) and a replay through the service.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 REPLAY_HOURS = 48
 NEW_CUSTOMER = 4_000_000  # ids far above the generated ones: customers the store has never seen
