@@ -322,7 +322,8 @@ def run_updates(root: Path, iterations: int) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-c", _UPDATES, arguments],
         cwd=root,
-        env=project_env(root),
+        # As the launcher runs the service: OpenMP spin-waits per calling thread would otherwise dominate.
+        env={**project_env(root), "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         check=False,

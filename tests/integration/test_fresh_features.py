@@ -45,7 +45,7 @@ def _settings(project: Any) -> Any:
 @pytest.fixture(scope="module")
 def fresh_project(project_factory: Callable[[str, dict[str, Any]], Any]) -> Any:
     project = project_factory("fresh", {})
-    project.run("dvc", "repro")
+    project.run("dvc", "repro", timeout=1500)
     return project
 
 
