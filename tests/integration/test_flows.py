@@ -172,4 +172,5 @@ def test_materialize_never_overlaps_a_pipeline_run(prefect_server: None, project
     assert skipped["freshness"] == {}
     done = materialize(project_root=str(project.root), lock_wait_s=0.5)
     assert "skipped" not in done
-    assert set(done["freshness"]) == {"customer_stats", "merchant_stats"}
+    # Batch-only views: customer rows are updated per transaction by the service (docs/serving.md).
+    assert set(done["freshness"]) == {"merchant_stats"}
