@@ -364,7 +364,9 @@ def test_redis_event_log_counts_every_concurrent_event_once(redis_server: RedisS
     from mlops_recipes.io.customer_events import CustomerEvent, RedisEventLog
 
     project = f"test_{secrets.token_hex(3)}"
-    logs = [RedisEventLog(redis_server.client(), project=project) for _ in range(4)]  # four "workers"
+    # Four "workers"; a generous lock wait: on a busy machine 8 threads on one customer queue for a while, and
+    # this test is about counting, not latency.
+    logs = [RedisEventLog(redis_server.client(), project=project, lock_wait_s=30.0) for _ in range(4)]
     start = 1_796_000_000_000_000
     events = [CustomerEvent(7, f"tx-{i}", start + i * 1_000, 1.0 + i) for i in range(60)]
     rows = _Rows()
@@ -394,12 +396,15 @@ def test_redis_event_log_counts_every_concurrent_event_once(redis_server: RedisS
 
 
 def test_replayed_scores_equal_the_offline_ones_on_redis(
-    scaled_project: Any, scaled_env: dict[str, str], start_service: Any
+    scaled_project: Any, scaled_env: dict[str, str], start_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlops_recipes.io.models import load_alias
     from mlops_recipes.monitoring.replay import compare, daily_batch, offline_reference, replay, rewind_online_store
 
     settings = _project_settings(scaled_project)
+    # Feast expands ${FEAST_*} in feature_store.scaled.yaml from this process' environment at every open.
+    for name, value in scaled_env.items():
+        monkeypatch.setenv(name, value)
     events = pd.read_parquet(scaled_project.root / "data" / "validated" / "transactions.parquet")
     cut = events["event_timestamp"].max() - pd.Timedelta(hours=48)
     rewind_online_store(settings, events, cut)
