@@ -336,7 +336,7 @@ class RedisEventLog:
     is a lease: a holder that stalls longer than ``lock_lease_ms`` (a frozen process) loses it.
     """
 
-    def __init__(self, client: Any, *, project: str, lock_lease_ms: int = 5_000, lock_wait_s: float = 0.5) -> None:
+    def __init__(self, client: Any, *, project: str, lock_lease_ms: int = 5_000, lock_wait_s: float = 1.0) -> None:
         self._client = client
         self._prefix = f"mlops:{project}:customer"
         self._lease_ms = lock_lease_ms
