@@ -264,15 +264,17 @@ from mlops_recipes.io.models import load_alias
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
-from serving.schemas import Transaction
+from serving.schemas import transaction_model
 from serving.scoring import score
 
 settings = Settings()
+contract = settings.contract()
+Transaction = transaction_model(contract)
 model = load_alias(settings, args["alias"])
 metrics = ServiceMetrics.create()
 paths = {"with_update": OnlineFeatures(settings), "without_update": OnlineFeatures(settings, update_customers=False)}
 for features in paths.values():
-    features.warm_up(model.feature_service)
+    features.warm_up(model.feature_service, contract.placeholder_keys())
 customers = sorted(pd.read_parquet(settings.validated_transactions, columns=["customer_id"])["customer_id"].unique())
 start = dt.datetime.now(dt.UTC)
 counter = {"n": 0}
@@ -290,7 +292,7 @@ def transaction():
 samples = {name: [] for name in paths}
 for name, features in paths.items():  # warm-up
     for _ in range(50):
-        score([transaction()], model=model, features=features, threshold=0.5, metrics=metrics)
+        score([transaction()], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
 blocks, per_block = 10, max(1, args["iterations"] // 10)
 for _ in range(blocks):
     for name, features in paths.items():
@@ -298,7 +300,7 @@ for _ in range(blocks):
         for _ in range(per_block):
             t = transaction()
             began = time.perf_counter_ns()
-            score([t], model=model, features=features, threshold=0.5, metrics=metrics)
+            score([t], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
             record(time.perf_counter_ns() - began)
 
 

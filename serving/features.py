@@ -101,7 +101,7 @@ class OnlineFeatures:
     def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:
         """Pay the first-call cost (registry load, connections) before traffic arrives (``keys``: no real entity)."""
         try:
-            self.lookup(service_name, [{"customer_id": 0, "merchant_id": 0}])
+            self.lookup(service_name, [keys])
             if self.update_customers:
                 self._customer_updates()
         except Exception as error:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from mlops_recipes.core.request_features import STORED_FEATURES, request_features
+from mlops_recipes.core.request_features import request_features, stored_features
 from mlops_recipes.io.customer_events import CustomerEvent, time_us
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
@@ -81,7 +81,11 @@ def score(
     if features.update_customers:
         as_of_each_event(stored, events, features=features)
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
-    matrix = model_matrix(stored, transactions, model.features, now=now)
+    matrix = model_matrix(stored, transactions, model.features, contract, now=now)
+    for name, spec in contract.categorical.items():  # only open fields let such values through the API
+        unseen = sum(getattr(t, name) not in spec.values for t in transactions)
+        if unseen:
+            metrics.unseen_categories.labels(name).inc(unseen)
 
     started = time.perf_counter()
     probabilities = model.predict(matrix)
@@ -123,10 +127,10 @@ def customer_events(transactions: Sequence[Transaction], *, now: float) -> list[
     """The transactions as their customers' history records them (a random id where the caller sent none)."""
     return [
         CustomerEvent(
-            customer_id=t.customer_id,
+            customer_id=getattr(t, CUSTOMER),
             transaction_id=t.transaction_id or uuid.uuid4().hex,
             time_us=int(now * 1e6) if t.event_timestamp is None else time_us(t.event_timestamp),
-            amount=t.amount,
+            amount=getattr(t, AMOUNT),
         )
         for t in transactions
     ]

@@ -21,24 +21,50 @@ STORED_FEATURES = CUSTOMER_FEATURES + MERCHANT_FEATURES
 ACCOUNT_FEATURES = ("cust_account_created_ts",)
 # Stored features that are only inputs to derived ones (absolute times mean nothing to a model).
 _STORED_ONLY = {"cust_last_txn_ts", "cust_account_created_ts"}
-DERIVED_FEATURES = (
-    "amount",
-    "log_amount",
-    "amount_zscore",
-    "amount_to_mean_ratio",
-    "log_seconds_since_last_txn",
-    "account_age_days",
-    "hour_of_day",
-    "is_night",
-    "channel_online",
-    "channel_atm",
-)
-# Derived features that depend on the request alone, not on stored features: their live distribution is directly
-# comparable with training. The others mix in online values: point in time as in training (the service updates
-# customer rows per transaction), but compared with a training reference that starts cold (docs/monitoring.md).
-REQUEST_ONLY_FEATURES = ("amount", "log_amount", "hour_of_day", "is_night", "channel_online", "channel_atm")
-# The model's input columns, in signature order.
-MODEL_FEATURES = tuple(f for f in STORED_FEATURES if f not in _STORED_ONLY) + DERIVED_FEATURES
+# Derived features that mix the request with stored values: point in time as in training (the service updates
+# customer rows per transaction), but compared with a training reference that starts cold (docs/monitoring.md,
+# drift). Every other derived input depends on the request alone.
+_STORED_DEPENDENT = {"amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn", "account_age_days"}
+
+
+def stored_features(contract: Contract) -> tuple[str, ...]:
+    """The stored features the contract's data allows, in feature-view order."""
+    dropped = () if contract.has_account_created else ACCOUNT_FEATURES
+    return tuple(name for name in STORED_FEATURES if name not in dropped)
+
+
+def encoded_columns(contract: Contract) -> dict[str, tuple[str, ...]]:
+    """Categorical field → the model inputs that encode it (indicators: ``<field>_<value>`` but the first)."""
+    return {
+        name: tuple(f"{name}_{value}" for value in spec.values[1:]) if spec.encoding == "indicators" else (name,)
+        for name, spec in contract.categorical.items()
+    }
+
+
+def category_features(contract: Contract) -> tuple[str, ...]:
+    """Model inputs holding a category's position (encoded as categorical inside the model's Pipeline)."""
+    return tuple(name for name, spec in contract.categorical.items() if spec.encoding == "category")
+
+
+def derived_features(contract: Contract) -> tuple[str, ...]:
+    """Model inputs computed here from the request (and stored values), in signature order."""
+    names = [AMOUNT, "log_amount", "amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn"]
+    if contract.has_account_created:
+        names.append("account_age_days")
+    names += ["hour_of_day", "is_night"]
+    names += [column for columns in encoded_columns(contract).values() for column in columns]
+    names += list(contract.numeric)
+    return tuple(names)
+
+
+def model_features(contract: Contract) -> tuple[str, ...]:
+    """The model's input columns, in signature order."""
+    return tuple(f for f in stored_features(contract) if f not in _STORED_ONLY) + derived_features(contract)
+
+
+def is_request_only(name: str) -> bool:
+    """Whether a model input depends on the request alone (directly comparable with training for drift)."""
+    return name not in STORED_FEATURES and name not in _STORED_DEPENDENT
 
 
 class Columns(Protocol):

@@ -135,7 +135,9 @@ def offline_reference(settings: Settings, transactions: pd.DataFrame, model: Any
     from mlops_recipes.stages.dataset import model_inputs_as_of
 
     store = feature_store.open_store(settings)
-    frame = model_inputs_as_of(store, transactions, model.feature_service, extra_columns=("is_fraud",))
+    frame = model_inputs_as_of(
+        store, transactions, model.feature_service, settings.contract(), extra_columns=("is_fraud",)
+    )
     matrix = frame[list(model.features)].to_numpy(dtype=np.float64)
     return frame.assign(offline_score=model.predict(matrix))
 

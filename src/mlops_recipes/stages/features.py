@@ -36,11 +36,11 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     store = feature_store.open_store(settings)
     definitions = feature_store.load_definitions(settings.feature_repo_path)
     applied = feature_store.apply_definitions(store, definitions)
-    start = min(t["event_timestamp"].min() for t in tables.values()).to_pydatetime()
-    end = max(t["event_timestamp"].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
+    start = min(t[EVENT_TIME].min() for t in tables.values()).to_pydatetime()
+    end = max(t[EVENT_TIME].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
     materialized = feature_store.materialize_batch_views(store, start=start, end=end)
     customers = CustomerUpdates(store).rebuild(transactions)
-    online_check = _check_online(store, tables["customer_stats"], params.features.service)
+    online_check = _check_online(store, tables, params.features.service)
 
     summary = {
         "stage": "features",
@@ -55,16 +55,16 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     return summary
 
 
-def _check_online(store: Any, customers: pd.DataFrame, service: str) -> dict[str, Any]:
+def _check_online(store: Any, tables: dict[str, pd.DataFrame], service: str) -> dict[str, Any]:
     """Read back the latest customer row: materialization that silently loaded nothing fails here.
 
     The online row may be newer than the data (transactions the service scored since the data ends are kept):
     only a missing or older row fails.
     """
-    latest = customers.sort_values("event_timestamp").iloc[-1]
-    customer_id = int(latest["customer_id"])
-    merchant_id = 1
-    values = feature_store.online_features(store, [{"customer_id": customer_id, "merchant_id": merchant_id}], service)
+    latest = tables["customer_stats"].sort_values(EVENT_TIME).iloc[-1]
+    customer_id = _native(latest[CUSTOMER])  # keys keep the contract's type (int or string)
+    merchant_id = _native(tables["merchant_stats"][MERCHANT].iloc[0])
+    values = feature_store.online_features(store, [{CUSTOMER: customer_id, MERCHANT: merchant_id}], service)
     got = values.get("cust_last_txn_ts", [None])[0]
     expected = float(latest["cust_last_txn_ts"])
     if got is None or (isinstance(got, float) and math.isnan(got)) or float(got) < expected - 1e-3:
