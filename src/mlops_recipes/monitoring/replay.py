@@ -51,8 +51,9 @@ def rewind_online_store(settings: Settings, transactions: pd.DataFrame, until: p
     from mlops_recipes.io import feature_store
     from mlops_recipes.io.customer_events import CustomerUpdates
 
+    feature_store.open_store(settings).teardown()  # type: ignore[no-untyped-call]
+    # A new store: on a SQL registry the teardown removed the project too, and opening one registers it again.
     store = feature_store.open_store(settings)
-    store.teardown()  # type: ignore[no-untyped-call]
     feature_store.apply_definitions(store, feature_store.load_definitions(settings.feature_repo_path))
     updates = CustomerUpdates(store)
     updates.log.clear()
