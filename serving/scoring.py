@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, Contract
+from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from mlops_recipes.core.request_features import request_features, stored_features
 from mlops_recipes.io.customer_events import CustomerEvent, time_us
@@ -192,7 +192,7 @@ def record_scored(
                 "customer features not updated after scoring: %s: %s",
                 type(error).__name__,
                 error,
-                extra={"customer_id": event.customer_id, "transaction_id": event.transaction_id},
+                extra={CUSTOMER: event.customer_id, TRANSACTION_ID: event.transaction_id},
             )
             continue
         metrics.customer_update_latency.observe(time.perf_counter() - started)

@@ -123,7 +123,9 @@ def test_replayed_scores_equal_the_offline_point_in_time_scores(
     settings = _settings(fresh_project)
     later = events[events["event_timestamp"] > cut]
 
-    served = replay(service.url, later, since=cut, on_new_day=daily_batch(settings))
+    contract = settings.contract()
+    fields = [*contract.categorical, *contract.numeric]
+    served = replay(service.url, later, since=cut, fields=fields, on_new_day=daily_batch(settings))
     offline = offline_reference(settings, later, champion)
     report = compare(served, offline, threshold=0.5)  # SERVING_THRESHOLD's default
 

@@ -413,7 +413,9 @@ def test_replayed_scores_equal_the_offline_ones_on_redis(
     service.wait_ready(timeout=180)
     later = events[events["event_timestamp"] > cut]
 
-    served = replay(service.url, later, since=cut, on_new_day=daily_batch(settings))
+    contract = settings.contract()
+    fields = [*contract.categorical, *contract.numeric]
+    served = replay(service.url, later, since=cut, fields=fields, on_new_day=daily_batch(settings))
     report = compare(served, offline_reference(settings, later, load_alias(settings, "champion")), threshold=0.5)
 
     assert report.rows == len(later) > 300

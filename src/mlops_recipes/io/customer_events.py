@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
 from mlops_recipes.core.aggregates import customer_row, longest_window_us
 
 # What a writer does with a computed row: (customer_id, stamp, row). The Feast write in production.
@@ -538,21 +539,19 @@ class CustomerUpdates:
         """
         import pandas as pd
 
-        frame = transactions[["transaction_id", "customer_id", "event_timestamp", "amount", "account_created_at"]]
-        micros = frame["event_timestamp"].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
-        latest = micros.groupby(frame["customer_id"]).transform("max")
+        frame = transactions[[TRANSACTION_ID, CUSTOMER, EVENT_TIME, AMOUNT, ACCOUNT_CREATED]]
+        micros = frame[EVENT_TIME].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
+        latest = micros.groupby(frame[CUSTOMER]).transform("max")
         recent = frame.loc[micros > latest - longest_window_us()]
         recent_us = micros.loc[recent.index]
         events = [
             CustomerEvent(customer_id=int(c), transaction_id=str(tx), time_us=int(t), amount=float(a))
-            for c, tx, t, a in zip(
-                recent["customer_id"], recent["transaction_id"], recent_us, recent["amount"], strict=True
-            )
+            for c, tx, t, a in zip(recent[CUSTOMER], recent[TRANSACTION_ID], recent_us, recent[AMOUNT], strict=True)
         ]
-        last = frame.sort_values("event_timestamp", kind="stable").groupby("customer_id").tail(1)
+        last = frame.sort_values(EVENT_TIME, kind="stable").groupby(CUSTOMER).tail(1)
         created = {
             int(c): float(pd.Timestamp(ts).timestamp())
-            for c, ts in zip(last["customer_id"], last["account_created_at"], strict=True)
+            for c, ts in zip(last[CUSTOMER], last[ACCOUNT_CREATED], strict=True)
         }
         counted = self.log.load(events, created, write=self.writer, replace_until_us=int(micros.max()))
         return {"customers": len(created), "events": counted}

@@ -14,13 +14,22 @@ The check behind the training/serving skew figures (docs/monitoring.md) and the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlops_recipes.contract import (
+    ACCOUNT_CREATED,
+    AMOUNT,
+    CUSTOMER,
+    EVENT_TIME,
+    LABEL,
+    MERCHANT,
+    TRANSACTION_ID,
+)
 from mlops_recipes.settings import Settings
 
 
@@ -57,8 +66,8 @@ def rewind_online_store(settings: Settings, transactions: pd.DataFrame, until: p
     feature_store.apply_definitions(store, feature_store.load_definitions(settings.feature_repo_path))
     updates = CustomerUpdates(store)
     updates.log.clear()
-    before = transactions[transactions["event_timestamp"] <= until]
-    start = before["event_timestamp"].min().to_pydatetime()
+    before = transactions[transactions[EVENT_TIME] <= until]
+    start = before[EVENT_TIME].min().to_pydatetime()
     views = feature_store.materialize_batch_views(store, start=start, end=until.to_pydatetime())
     return {"views": views, **updates.rebuild(before)}
 
@@ -85,43 +94,45 @@ def replay(
     transactions: pd.DataFrame,
     *,
     since: pd.Timestamp,
+    fields: Sequence[str] = (),
     on_new_day: Callable[[pd.Timestamp], None] | None = None,
     timeout: float = 10.0,
 ) -> pd.DataFrame:
     """POST each transaction to ``url``/predict in time order; the served score and decision per transaction_id.
 
-    ``since`` is the time the store was rewound to; ``on_new_day(midnight)`` runs before the first transaction of
+    ``fields`` are the contract's other request fields (categorical and numeric) to send; ``since`` is the time the
+    store was rewound to; ``on_new_day(midnight)`` runs before the first transaction of
     each day after that one (the daily batch's turn).
     """
     import httpx
 
-    ordered = transactions.sort_values(["event_timestamp", "transaction_id"], kind="stable")
+    ordered = transactions.sort_values([EVENT_TIME, TRANSACTION_ID], kind="stable")
     served = []
     day = since.floor("D")
     with httpx.Client(base_url=url, timeout=timeout) as client:
         for row in ordered.to_dict("records"):
-            when = pd.Timestamp(row["event_timestamp"])
+            when = pd.Timestamp(row[EVENT_TIME])
             today = when.floor("D")
             if today != day and on_new_day is not None:
                 on_new_day(today)
             day = today
             body = {
-                "transaction_id": str(row["transaction_id"]),
-                "customer_id": int(row["customer_id"]),
-                "merchant_id": int(row["merchant_id"]),
-                "amount": float(row["amount"]),
-                "channel": str(row["channel"]),
-                "event_timestamp": when.isoformat(),
-                "account_created_at": pd.Timestamp(row["account_created_at"]).isoformat(),
+                TRANSACTION_ID: str(row[TRANSACTION_ID]),
+                CUSTOMER: int(row[CUSTOMER]),
+                MERCHANT: int(row[MERCHANT]),
+                AMOUNT: float(row[AMOUNT]),
+                **{name: row[name] for name in fields},
+                EVENT_TIME: when.isoformat(),
+                ACCOUNT_CREATED: pd.Timestamp(row[ACCOUNT_CREATED]).isoformat(),
             }
             response = client.post("/predict", json=body)
             response.raise_for_status()
             answer = response.json()
             served.append(
                 {
-                    "transaction_id": row["transaction_id"],
+                    TRANSACTION_ID: row[TRANSACTION_ID],
                     "served_score": answer["fraud_probability"],
-                    "served_decision": answer["is_fraud"],
+                    "served_decision": answer[LABEL],
                 }
             )
     return pd.DataFrame(served)
@@ -136,18 +147,16 @@ def offline_reference(settings: Settings, transactions: pd.DataFrame, model: Any
     from mlops_recipes.stages.dataset import model_inputs_as_of
 
     store = feature_store.open_store(settings)
-    frame = model_inputs_as_of(
-        store, transactions, model.feature_service, settings.contract(), extra_columns=("is_fraud",)
-    )
+    frame = model_inputs_as_of(store, transactions, model.feature_service, settings.contract(), extra_columns=(LABEL,))
     matrix = frame[list(model.features)].to_numpy(dtype=np.float64)
     return frame.assign(offline_score=model.predict(matrix))
 
 
 def compare(served: pd.DataFrame, offline: pd.DataFrame, *, threshold: float) -> ParityReport:
     """Served against offline scores, and recall/precision of both at ``threshold`` against the labels."""
-    both = offline.merge(served, on="transaction_id", validate="one_to_one")
+    both = offline.merge(served, on=TRANSACTION_ID, validate="one_to_one")
     diff = (both["served_score"] - both["offline_score"]).abs().to_numpy()
-    labels = both["is_fraud"].to_numpy().astype(bool)
+    labels = both[LABEL].to_numpy().astype(bool)
 
     def recall_precision(flags: np.ndarray) -> tuple[float, float]:
         hits = float((flags & labels).sum())
