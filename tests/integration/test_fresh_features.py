@@ -261,5 +261,6 @@ def test_rebuilding_the_store_from_batch_data_never_takes_a_row_back(
 
     # The batch data ends before `now`: the rebuilt row still counts the transaction scored online.
     assert rebuilt["cust_last_txn_ts"] == pytest.approx(now.timestamp())
+    # (Longer windows may gain batch events the store had not seen, if the replay before did not run.)
     assert rebuilt["cust_txn_count_1h"] == pushed["cust_txn_count_1h"]
-    assert rebuilt["cust_amount_sum_7d"] == pytest.approx(pushed["cust_amount_sum_7d"])
+    assert rebuilt["cust_amount_sum_7d"] >= pushed["cust_amount_sum_7d"] - 1e-9
