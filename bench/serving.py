@@ -63,6 +63,8 @@ TARGETS = {
     "two_vs_one_worker": 1.4,  # at least
     "metrics_cost_pct": 3.0,  # at most
     "startup_max_s": 15.0,  # at most (and no slower than mlflow)
+    "update_throughput_drop_pct": 15.0,  # at most: the per-transaction customer update
+    "update_p99_ratio": 1.2,  # at most
 }
 
 # In-process micro-benchmarks, run in the clone (so `serving` is the clone's) by the project's interpreter.
@@ -245,6 +247,116 @@ def prepare(target: Path, *, worktree: bool) -> float:
     if result.returncode != 0:
         raise SystemExit(f"dvc repro failed in {target}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
+
+
+# The per-transaction customer update (docs/serving.md, fresh customer features): the service's scoring call with
+# and without it, same process, same model and store, interleaved blocks. Each call scores one transaction of a
+# different customer (cycling through the data's customers) with its own id and time, as live traffic would.
+_UPDATES = r"""
+import json, statistics, sys, time, warnings
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+args = json.loads(sys.argv[1])
+
+import datetime as dt
+import pandas as pd
+
+from mlops_recipes.io.models import load_alias
+from mlops_recipes.settings import Settings
+from serving.features import OnlineFeatures
+from serving.metrics import ServiceMetrics
+from serving.schemas import transaction_model
+from serving.scoring import score
+
+settings = Settings()
+contract = settings.contract()
+Transaction = transaction_model(contract)
+model = load_alias(settings, args["alias"])
+metrics = ServiceMetrics.create()
+paths = {"with_update": OnlineFeatures(settings), "without_update": OnlineFeatures(settings, update_customers=False)}
+for features in paths.values():
+    features.warm_up(model.feature_service, contract.placeholder_keys())
+customers = sorted(pd.read_parquet(settings.validated_transactions, columns=["customer_id"])["customer_id"].unique())
+start = dt.datetime.now(dt.UTC)
+counter = {"n": 0}
+
+
+def transaction():
+    counter["n"] += 1
+    n = counter["n"]
+    return Transaction(
+        transaction_id=f"bench-{start.timestamp():.0f}-{n}", customer_id=int(customers[n % len(customers)]),
+        merchant_id=1, amount=25.0, channel="online", event_timestamp=start + dt.timedelta(milliseconds=n),
+    )
+
+
+samples = {name: [] for name in paths}
+for name, features in paths.items():  # warm-up
+    for _ in range(50):
+        score([transaction()], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+blocks, per_block = 10, max(1, args["iterations"] // 10)
+for _ in range(blocks):
+    for name, features in paths.items():
+        record = samples[name].append
+        for _ in range(per_block):
+            t = transaction()
+            began = time.perf_counter_ns()
+            score([t], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+            record(time.perf_counter_ns() - began)
+
+
+def summary(values):
+    ordered = sorted(values)
+    return {
+        "mean_us": statistics.fmean(values) / 1e3,
+        "median_us": statistics.median(values) / 1e3,
+        "p99_us": ordered[int(0.99 * (len(ordered) - 1))] / 1e3,
+        "calls": len(values),
+    }
+
+
+print(json.dumps({name: summary(values) for name, values in samples.items()}))
+"""
+
+
+def run_updates(root: Path, iterations: int) -> dict[str, Any]:
+    """The scoring call with and without the customer update, in a child process of the project."""
+    arguments = json.dumps({"alias": ALIAS, "iterations": iterations})
+    result = subprocess.run(
+        [sys.executable, "-c", _UPDATES, arguments],
+        cwd=root,
+        # As the launcher runs the service: OpenMP spin-waits per calling thread would otherwise dominate.
+        env={**project_env(root), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"update benchmark failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def updates_report(figures: dict[str, Any]) -> str:
+    """The update's cost per request, throughput drop and p99 ratio, against ``TARGETS``."""
+    on, off = figures["with_update"], figures["without_update"]
+    cost = on["mean_us"] - off["mean_us"]
+    drop = (1 - off["mean_us"] / on["mean_us"]) * 100
+    p99 = on["p99_us"] / off["p99_us"]
+    t = TARGETS
+    return "\n".join(
+        [
+            "| measurement | with the update | without (same run) | target | verdict |",
+            "|---|---|---|---|---|",
+            f"| scoring call, 1 transaction (lookup + model + update), mean / median | {on['mean_us']:,.0f} / "
+            f"{on['median_us']:,.0f} µs | {off['mean_us']:,.0f} / {off['median_us']:,.0f} µs | | cost "
+            f"{cost:,.0f} µs per request |",
+            f"| throughput of the scoring call (1 / mean) | {1e6 / on['mean_us']:,.0f} calls/s | "
+            f"{1e6 / off['mean_us']:,.0f} calls/s | drop ≤ {t['update_throughput_drop_pct']:.0f} % | "
+            f"{drop:.1f} % {verdict(drop <= t['update_throughput_drop_pct'])} |",
+            f"| p99 of the scoring call | {on['p99_us']:,.0f} µs | {off['p99_us']:,.0f} µs | "
+            f"≤ {t['update_p99_ratio']}x | {p99:.2f}x {verdict(p99 <= t['update_p99_ratio'])} |",
+        ]
+    )
 
 
 def run_micro(root: Path, transaction: dict[str, Any], iterations: int) -> dict[str, Any]:
@@ -585,6 +697,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("in-process micro-benchmarks ...", file=sys.stderr)
         micro = run_micro(root, transaction, args.iterations)
         results["micro"] = micro
+        print("customer update: scoring with vs without (in-process, interleaved) ...", file=sys.stderr)
+        results["updates"] = run_updates(root, args.iterations)
         if micro["missing_features"]:
             raise SystemExit(f"the benchmark entities miss online features: {micro['missing_features']}")
         if micro["sqlite_disagrees_on"]:
@@ -602,7 +716,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 name,
                 [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers)],
                 cwd=root,
-                env={**env, "SERVING_METRICS_ENABLED": str(metrics).lower()},
+                # The HTTP load repeats one transaction (same customer, same time): a read benchmark. The
+                # per-transaction customer update is measured on varied transactions (run_updates).
+                env={
+                    **env,
+                    "SERVING_METRICS_ENABLED": str(metrics).lower(),
+                    "SERVING_UPDATE_CUSTOMER_FEATURES": "false",
+                },
                 port=port,
                 path="/predict",
                 body=ours_body,
@@ -775,7 +895,7 @@ def report(results: dict[str, Any]) -> str:
         f"Both servers scored the same row: ours {same['ours']:.6g}, mlflow {same['mlflow']:.6g}"
         + ("." if same["equal"] else " (**they differ**)."),
     ]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + notes) + "\n\n" + updates_report(results["updates"])
 
 
 def main() -> int:
@@ -787,10 +907,21 @@ def main() -> int:
     parser.add_argument("--worktree", action="store_true", help="clone HEAD plus uncommitted changes to tracked files")
     parser.add_argument("--project", type=Path, help="reuse an already trained project folder (skips the clone)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--updates-only", action="store_true", help="only the customer-update cost (with --project: a trained project)"
+    )
     parser.add_argument("--loadgen-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen_child:
         loadgen_child(json.loads(args.loadgen_child))
+        return 0
+    if args.updates_only:
+        if not args.project:
+            raise SystemExit("--updates-only needs --project (a trained project folder)")
+        figures = run_updates(args.project.resolve(), args.iterations)
+        print(updates_report(figures))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
         return 0
     started = time.perf_counter()
     results = run(args)

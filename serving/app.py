@@ -225,7 +225,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         serving=serving,
         metrics=metrics,
         models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
-        features=OnlineFeatures(settings),
+        features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
         contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(

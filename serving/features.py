@@ -6,7 +6,8 @@ import logging
 import threading
 from typing import Any
 
-from mlops_recipes.io.feature_store import open_store
+from mlops_recipes.io.customer_events import CustomerEvent, CustomerUpdates, Recorded
+from mlops_recipes.io.feature_store import PER_TRANSACTION, open_store
 from mlops_recipes.settings import Settings
 
 _log = logging.getLogger("serving.features")
@@ -17,13 +18,19 @@ class FeatureStoreUnavailable(RuntimeError):
 
 
 class OnlineFeatures:
-    """A Feast store opened once per process, read with ``get_online_features``."""
+    """A Feast store opened once per process, read with ``get_online_features``.
 
-    def __init__(self, settings: Settings) -> None:
+    Scored transactions are recorded in their customers' rows with :meth:`record` (unless ``update_customers``).
+    """
+
+    def __init__(self, settings: Settings, *, update_customers: bool = True) -> None:
         self._settings = settings
+        self.update_customers = update_customers
         self._store: Any = None
         self._open_lock = threading.Lock()
         self._services: dict[str, Any] = {}
+        self._updates: CustomerUpdates | None = None
+        self.newest_event_s = float("-inf")  # event time of the newest row this process wrote (record)
 
     def _open(self) -> Any:
         if self._store is None:
@@ -51,6 +58,30 @@ class OnlineFeatures:
             ) from error
         return result
 
+    def record(self, event: CustomerEvent, *, account_created_ts: float | None) -> Recorded:
+        """Count a scored transaction in its customer's online row (see :mod:`mlops_recipes.io.customer_events`)."""
+        recorded = self._customer_updates().record(event, account_created_ts=account_created_ts)
+        if recorded.counted:
+            self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
+        return recorded
+
+    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+        """The customer's row as of just before ``time_us`` (see :meth:`CustomerUpdates.row_before`)."""
+        return self._customer_updates().row_before(customer_id, time_us)
+
+    def _customer_updates(self) -> CustomerUpdates:
+        if self._updates is None:
+            store = self._open()
+            with self._open_lock:
+                if self._updates is None:
+                    self._updates = CustomerUpdates(store)
+        return self._updates
+
+    @property
+    def updated_view(self) -> str | None:
+        """The feature view :meth:`record` writes, once it has been used."""
+        return None if self._updates is None else self._updates.writer.view_name
+
     def materialized_until(self) -> dict[str, float]:
         """Per feature view, the end of its latest materialization (Unix seconds); never-materialized views are absent.
 
@@ -60,13 +91,18 @@ class OnlineFeatures:
             views = self._open().list_feature_views()
         except Exception as error:
             raise FeatureStoreUnavailable(f"feature registry unavailable: {type(error).__name__}: {error}") from error
+        # Views updated per transaction are not materialized: their freshness is the newest event written.
         return {
-            view.name: view.most_recent_end_time.timestamp() for view in views if view.most_recent_end_time is not None
+            view.name: view.most_recent_end_time.timestamp()
+            for view in views
+            if view.most_recent_end_time is not None and view.tags.get("refresh") != PER_TRANSACTION
         }
 
     def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:
         """Pay the first-call cost (registry load, connections) before traffic arrives (``keys``: no real entity)."""
         try:
             self.lookup(service_name, [keys])
-        except FeatureStoreUnavailable as error:
+            if self.update_customers:
+                self._customer_updates()
+        except Exception as error:
             _log.warning("feature store warm-up failed (will retry on requests): %s", error)

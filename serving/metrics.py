@@ -65,6 +65,9 @@ class ServiceMetrics:
     served_model_metric: Gauge
     registry_alias_version: Gauge
     feature_freshness: Gauge
+    customer_updates: Counter
+    customer_update_latency: Histogram
+    newest_event: Gauge
     worker_memory: Gauge
     worker_cpu: Counter
 
@@ -198,6 +201,26 @@ class ServiceMetrics:
             feature_freshness=Gauge(
                 "feature_view_materialized_timestamp_seconds",
                 "End of the latest materialization of each feature view into the online store (Unix time).",
+                ["feature_view"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            customer_updates=Counter(
+                "customer_feature_updates_total",
+                "Scored transactions recorded in their customer's online features, by outcome: counted, "
+                "duplicate (a transaction_id already counted: a retry), failed (the store did not take it).",
+                ["outcome"],
+                registry=registry,
+            ),
+            customer_update_latency=Histogram(
+                "customer_feature_update_duration_seconds",
+                "Time to record one scored transaction and write its customer's row (event log + Feast write).",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            newest_event=Gauge(
+                "feature_view_newest_event_timestamp_seconds",
+                "Event time of the newest row this service wrote to a feature view updated per transaction.",
                 ["feature_view"],
                 multiprocess_mode="livemax",
                 registry=registry,

@@ -39,6 +39,11 @@ class Transaction(BaseModel):
     event_timestamp: dt.datetime | None = Field(
         default=None, description="When the transaction happened (timezone-aware); default: now."
     )
+    account_created_at: dt.datetime | None = Field(
+        default=None,
+        description="When the customer's account was opened, if known: kept with a customer the online store has "
+        "not seen yet, for the account age of their next transactions.",
+    )
 
 
 def transaction_model(contract: Contract) -> type[Transaction]:

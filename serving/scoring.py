@@ -1,22 +1,31 @@
-"""Scoring: online features + request fields → the shared request-time transformation → the model."""
+"""Scoring: online features + request fields → the shared request-time transformation → the model.
+
+After scoring, every transaction is recorded in its customer's online features (:func:`record_scored`), so that
+the customer's next transaction is scored on features that include it, as in training.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, Contract
+from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from mlops_recipes.core.request_features import request_features, stored_features
+from mlops_recipes.io.customer_events import CustomerEvent, time_us
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
 from serving.monitoring import LiveMonitor
 from serving.schemas import Prediction, Transaction
+
+_log = logging.getLogger("serving.scoring")
 
 
 def _as_float_column(values: list[Any]) -> np.ndarray:
@@ -67,8 +76,12 @@ def score(
         model.feature_service,
         [{CUSTOMER: getattr(t, CUSTOMER), MERCHANT: getattr(t, MERCHANT)} for t in transactions],
     )
+    now = time.time()
+    events = customer_events(transactions, now=now)
+    if features.update_customers:
+        as_of_each_event(stored, events, features=features)
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
-    matrix = model_matrix(stored, transactions, model.features, contract, now=time.time())
+    matrix = model_matrix(stored, transactions, model.features, contract, now=now)
     for name, spec in contract.categorical.items():  # only open fields let such values through the API
         unseen = sum(getattr(t, name) not in spec.values for t in transactions)
         if unseen:
@@ -105,4 +118,85 @@ def score(
                 missing_features=missing,
             )
         )
+    if features.update_customers:
+        record_scored(transactions, events, stored, features=features, metrics=metrics)
     return predictions
+
+
+def customer_events(transactions: Sequence[Transaction], *, now: float) -> list[CustomerEvent]:
+    """The transactions as their customers' history records them (a random id where the caller sent none)."""
+    return [
+        CustomerEvent(
+            customer_id=getattr(t, CUSTOMER),
+            transaction_id=t.transaction_id or uuid.uuid4().hex,
+            time_us=int(now * 1e6) if t.event_timestamp is None else time_us(t.event_timestamp),
+            amount=getattr(t, AMOUNT),
+        )
+        for t in transactions
+    ]
+
+
+def as_of_each_event(
+    stored: dict[str, list[Any]], events: Sequence[CustomerEvent], *, features: OnlineFeatures
+) -> None:
+    """Replace customer rows that already count events at or after the transaction's own time.
+
+    The online row is the state after the customer's latest recorded event. For a transaction at the same
+    instant as that event, earlier than it (a late event) or already recorded (a client's retry), training's
+    point-in-time row is the state just *before* the transaction: it is computed from the customer event log.
+    Rare by construction (the check is one comparison per row; the log is read only then).
+    """
+    last = stored.get("cust_last_txn_ts")
+    if last is None:
+        return
+    for row, event in enumerate(events):
+        value = last[row]
+        if value is None or not round(float(value) * 1e6) >= event.time_us:
+            continue
+        try:
+            before = features.row_before(event.customer_id, event.time_us)
+        except Exception as error:  # keep the stored row: a score on it beats no score
+            _log.warning("customer row before the transaction unavailable: %s: %s", type(error).__name__, error)
+            continue
+        for name in CUSTOMER_FEATURES:
+            stored[name][row] = None if before is None else before[name]
+
+
+def record_scored(
+    transactions: Sequence[Transaction],
+    events: Sequence[CustomerEvent],
+    stored: dict[str, list[Any]],
+    *,
+    features: OnlineFeatures,
+    metrics: ServiceMetrics,
+) -> None:
+    """Record scored transactions in their customers' online features, in event-time order.
+
+    Called once the scores are computed, with the stored features they were computed on: the transactions of one
+    batch are all scored on the state before the batch. A failure (store down, lock not obtained) is counted in
+    ``customer_feature_updates_total{outcome="failed"}`` and logged, never raised: the response stands, and the
+    customer's history is left as it was. Without a ``transaction_id`` a transaction cannot be recognised when
+    retried, so it gets a random one (counted again if sent again). The account creation time is the request's
+    (``account_created_at``) or the stored row's; the log keeps the first it learns.
+    """
+    stored_created = stored.get("cust_account_created_ts", [None] * len(transactions))
+    for row in sorted(range(len(events)), key=lambda i: events[i].time_us):
+        event, started = events[row], time.perf_counter()
+        opened = transactions[row].account_created_at
+        created = stored_created[row] if opened is None else time_us(opened) / 1e6
+        try:
+            recorded = features.record(event, account_created_ts=created)
+        except Exception as error:  # the score is computed: nothing here may fail the response
+            metrics.customer_updates.labels("failed").inc()
+            _log.error(
+                "customer features not updated after scoring: %s: %s",
+                type(error).__name__,
+                error,
+                extra={CUSTOMER: event.customer_id, TRANSACTION_ID: event.transaction_id},
+            )
+            continue
+        metrics.customer_update_latency.observe(time.perf_counter() - started)
+        metrics.customer_updates.labels("counted" if recorded.counted else "duplicate").inc()
+    view = features.updated_view
+    if view is not None and features.newest_event_s > 0:
+        metrics.newest_event.labels(view).set(features.newest_event_s)

@@ -24,6 +24,11 @@ class ServingSettings(BaseSettings):
         description="Scoring calls running at once per worker process. 1 suits the embedded SQLite store (CPU-bound "
         "under the GIL); raise it when online lookups wait on the network (Redis elsewhere).",
     )
+    update_customer_features: bool = Field(
+        default=True,
+        description="Record every scored transaction in its customer's online features (the next transaction sees "
+        "it, as in training). Off: the service only reads the store (benchmarks, read-only replicas).",
+    )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
     drift_window_rows: int = Field(
         default=2000, ge=100, le=1_000_000, description="Latest scored rows compared with the training reference."

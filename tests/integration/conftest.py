@@ -205,8 +205,14 @@ def start_module_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     starter.stop_all()
 
 
-# Limits of the shared service: small enough to test cheaply, large enough for the parity batches.
-SCORING_SERVICE_ENV = {"SERVING_MAX_BATCH": "8", "SERVING_MAX_BODY_BYTES": "16384"}
+# Limits of the shared service: small enough to test cheaply, large enough for the parity batches. It only reads
+# the online store (no per-transaction updates): the tests sharing it score the same transactions several times
+# and compare the answers; the updates are tested on services of their own (test_fresh_features.py).
+SCORING_SERVICE_ENV = {
+    "SERVING_MAX_BATCH": "8",
+    "SERVING_MAX_BODY_BYTES": "16384",
+    "SERVING_UPDATE_CUSTOMER_FEATURES": "false",
+}
 
 
 @pytest.fixture(scope="session")

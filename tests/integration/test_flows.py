@@ -82,25 +82,27 @@ def test_transient_error_is_retried(prefect_server: None, project: Any, monkeypa
     assert len(calls) == 2
 
 
-def test_materialize_makes_new_feature_rows_visible_online(prefect_server: None, project: Any) -> None:
+def test_materialize_makes_new_batch_rows_visible_online(prefect_server: None, project: Any) -> None:
     from flows.materialize import materialize
     from mlops_recipes.io import feature_store
     from mlops_recipes.settings import Settings
 
-    path = project.root / "data/features/customer_stats.parquet"
+    path = project.root / "data/features/merchant_stats.parquet"
     table = pd.read_parquet(path)
     newest = table.sort_values("event_timestamp").iloc[[-1]].copy()
-    customer = int(newest["customer_id"].iloc[0])
+    merchant = int(newest["merchant_id"].iloc[0])
     newest["event_timestamp"] = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=1)
-    newest["cust_txn_count_7d"] = 999
+    newest["merch_txn_count_7d"] = 999
     pd.concat([table, newest]).to_parquet(path, index=False)
 
     summary = materialize(project_root=str(project.root))
 
     store = feature_store.open_store(Settings(project_root=project.root))
-    online = feature_store.online_features(store, [{"customer_id": customer, "merchant_id": 1}], "fraud_model_v1")
-    assert online["cust_txn_count_7d"] == [999]
-    assert summary["freshness"]["customer_stats"]["lag_seconds"] < 3600
+    online = feature_store.online_features(store, [{"customer_id": 1, "merchant_id": merchant}], "fraud_model_v1")
+    assert online["merch_txn_count_7d"] == [999]
+    assert summary["freshness"]["merchant_stats"]["lag_seconds"] < 3600
+    # Customer rows are updated per transaction by the service: batch materialization leaves them alone.
+    assert "customer_stats" not in summary["freshness"]
 
 
 def test_batch_scores_equal_the_online_service(
@@ -170,4 +172,5 @@ def test_materialize_never_overlaps_a_pipeline_run(prefect_server: None, project
     assert skipped["freshness"] == {}
     done = materialize(project_root=str(project.root), lock_wait_s=0.5)
     assert "skipped" not in done
-    assert set(done["freshness"]) == {"customer_stats", "merchant_stats"}
+    # Batch-only views: customer rows are updated per transaction by the service (docs/serving.md).
+    assert set(done["freshness"]) == {"merchant_stats"}

@@ -233,8 +233,9 @@ def test_features_are_in_redis_and_the_registry_in_postgres(
     customers = pd.read_parquet(tables / "customer_stats.parquet", columns=["customer_id"])["customer_id"]
     merchants = pd.read_parquet(tables / "merchant_stats.parquet", columns=["merchant_id"])["merchant_id"]
 
-    # One hash per entity key (Feast suffixes each key with the project), the latest row of every entity.
-    keys = list(redis_server.client().scan_iter(count=1000))
+    # One hash per entity key (Feast suffixes each key with the project), the latest row of every entity; the
+    # customer event log's keys (mlops:<project>:customer:...) sit beside them.
+    keys = [k for k in redis_server.client().scan_iter(count=1000) if not k.startswith(b"mlops:")]
     assert len(keys) == customers.nunique() + merchants.nunique()
     assert all(key.endswith(PROJECT.encode()) for key in keys)
     registered = pg.run(
@@ -272,7 +273,11 @@ def test_service_scores_and_survives_the_online_store_going_down(
 
     # A metrics directory of its own: one inherited from a test process that imported Feast may be shared.
     metrics_dir = str(scaled_project.root / "prometheus")
-    service = start_service(scaled_project, env={**scaled_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir})
+    # Read-only: the same transaction is scored before and after the outage and must get the same score.
+    service = start_service(
+        scaled_project,
+        env={**scaled_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "SERVING_UPDATE_CUSTOMER_FEATURES": "false"},
+    )
     service.wait_ready()
     transaction = known_transaction(scaled_project)
 
@@ -324,3 +329,104 @@ def test_unset_profile_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
     # Feast would keep the literal "${FEAST_REDIS_CONNECTION}" and fail on it with KeyError: 'port'.
     with pytest.raises(FeatureStoreError, match=r"feature_store\.scaled\.yaml needs .*: FEAST_REDIS_CONNECTION$"):
         open_store(Settings(project_root=REPO_ROOT))
+
+
+# --- Fresh customer features on Redis (the event log beside the online store, the replay) ---------------------
+
+
+def _project_settings(project: Any) -> Any:
+    """Settings of ``project`` from its own environment only (earlier tests leave MLFLOW_* & co. in this one)."""
+    from mlops_recipes.settings import Settings
+
+    prefixes = ("MLFLOW_", "MLOPS_", "FEAST_")
+    with pytest.MonkeyPatch.context() as env:
+        for name in [n for n in os.environ if n.startswith(prefixes)]:
+            env.delenv(name)
+        for name, value in project.env.items():
+            if name.startswith(prefixes):
+                env.setenv(name, value)
+        return Settings(project_root=project.root)
+
+
+class _Rows:
+    """A RowWriter that keeps the rows it is given (the Feast write is tested through the service)."""
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+
+    def __call__(self, rows: Any) -> None:
+        self.written.extend(rows)
+
+
+def test_redis_event_log_counts_every_concurrent_event_once(redis_server: RedisServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_recipes.io.customer_events import CustomerEvent, RedisEventLog
+
+    project = f"test_{secrets.token_hex(3)}"
+    # Four "workers"; a generous lock wait: on a busy machine 8 threads on one customer queue for a while, and
+    # this test is about counting, not latency.
+    logs = [RedisEventLog(redis_server.client(), project=project, lock_wait_s=30.0) for _ in range(4)]
+    start = 1_796_000_000_000_000
+    events = [CustomerEvent(7, f"tx-{i}", start + i * 1_000, 1.0 + i) for i in range(60)]
+    rows = _Rows()
+
+    def record(i: int) -> bool:
+        # Every event is sent twice (a client retry) by two different workers.
+        first = logs[i % 4].record(events[i // 2], account_created_ts=1.0, write=rows).counted
+        return first
+
+    with ThreadPoolExecutor(8) as pool:
+        counted = list(pool.map(record, range(120)))
+
+    assert sum(counted) == 60
+    final = max(rows.written, key=lambda r: r[1])[2]
+    assert final["cust_txn_count_1h"] == 60
+    assert final["cust_amount_sum_1h"] == pytest.approx(sum(1.0 + i for i in range(60)))
+    stamps = [stamp for _, stamp, _ in rows.written]
+    assert len(set(stamps)) == len(stamps) == 60  # each write strictly newer than the one before
+    # A late event joins its window without moving the row's time back.
+    late = logs[0].record(CustomerEvent(7, "late", start - 10_000_000, 5.0), account_created_ts=None, write=rows)
+    assert late.counted
+    assert late.row is not None
+    assert late.row["cust_txn_count_1h"] == 61
+    assert late.row["cust_last_txn_ts"] == final["cust_last_txn_ts"]
+    logs[0].clear()
+    assert not list(redis_server.client().scan_iter(match=f"mlops:{project}:*"))
+
+
+def test_replayed_scores_equal_the_offline_ones_on_redis(
+    scaled_project: Any, scaled_env: dict[str, str], start_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_recipes.io.models import load_alias
+    from mlops_recipes.monitoring.replay import compare, daily_batch, offline_reference, replay, rewind_online_store
+
+    settings = _project_settings(scaled_project)
+    # Feast expands ${FEAST_*} in feature_store.scaled.yaml from this process' environment at every open.
+    for name, value in scaled_env.items():
+        monkeypatch.setenv(name, value)
+    events = pd.read_parquet(scaled_project.root / "data" / "validated" / "transactions.parquet")
+    cut = events["event_timestamp"].max() - pd.Timedelta(hours=48)
+    rewind_online_store(settings, events, cut)
+    metrics_dir = str(scaled_project.root / "prometheus-replay")
+    service = start_service(scaled_project, workers=2, env={**scaled_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir})
+    service.wait_ready(timeout=180)
+    later = events[events["event_timestamp"] > cut]
+
+    contract = settings.contract()
+    fields = [*contract.categorical, *contract.numeric]
+    served = replay(service.url, later, since=cut, fields=fields, on_new_day=daily_batch(settings))
+    report = compare(served, offline_reference(settings, later, load_alias(settings, "champion")), threshold=0.5)
+
+    assert report.rows == len(later) > 300
+    assert report.equal_share >= 0.999, report
+    assert abs(report.recall_served - report.recall_offline) <= 0.03, report
+    # The rows were written to Redis through Feast, and the log lives beside them.
+    assert any(redis_server_key.startswith(b"mlops:") for redis_server_key in _redis_keys(scaled_env))
+
+
+def _redis_keys(scaled_env: dict[str, str]) -> list[bytes]:
+    import redis
+
+    host, port = scaled_env["FEAST_REDIS_CONNECTION"].split(":")
+    return list(redis.Redis(host=host, port=int(port)).scan_iter(count=1000))

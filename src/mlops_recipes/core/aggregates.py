@@ -8,11 +8,15 @@ Feast's point-in-time join and materialization expect:
   A transaction being scored must see the state just *before* it, so training asks Feast for features as of
   one microsecond before each event (see :mod:`mlops_recipes.stages.dataset`), exactly what the online store
   holds when the transaction arrives.
+  :func:`customer_row` is the same row in incremental form, for one customer from their recent events: the
+  online service computes it after each transaction it scores (a property test holds it to the batch form).
 * ``merchant_stats``: one row per merchant and day D, computed over the seven full days before D (a daily batch
   job), with a smoothed fraud rate so that small merchants do not swing between 0 and 1.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -20,6 +24,8 @@ import pandas as pd
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, LABEL, MERCHANT
 
 CUSTOMER_WINDOWS = {"1h": "1h", "24h": "24h", "7d": "7D"}
+# The amount norm's window, the longest one: a customer's events older than this never count again.
+CUSTOMER_NORM_WINDOW = "30D"
 CUSTOMER_FEATURES = (
     "cust_txn_count_1h",
     "cust_txn_count_24h",
@@ -56,7 +62,7 @@ def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
         rolling = by_customer.rolling(window)
         out[f"cust_txn_count_{name}"] = rolling.count().to_numpy().astype(np.int64)
         out[f"cust_amount_sum_{name}"] = rolling.sum().to_numpy()
-    month = by_customer.rolling("30D")
+    month = by_customer.rolling(CUSTOMER_NORM_WINDOW)
     out["cust_amount_mean_30d"] = month.mean().to_numpy()
     out["cust_amount_std_30d"] = month.std(ddof=0).to_numpy()
     out["cust_last_txn_ts"] = _epoch_seconds(frame[EVENT_TIME])
@@ -65,6 +71,43 @@ def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
     # Two transactions of one customer in the same second: keep the state after the last one.
     out = out.drop_duplicates([CUSTOMER, EVENT_TIME], keep="last")
     return out.reset_index(drop=True)
+
+
+@functools.cache
+def _window_us(window: str) -> int:
+    return int(pd.Timedelta(window).value // 1_000)
+
+
+def longest_window_us() -> int:
+    """The longest customer window in microseconds: how much history :func:`customer_row` needs."""
+    return max(_window_us(w) for w in (*CUSTOMER_WINDOWS.values(), CUSTOMER_NORM_WINDOW))
+
+
+def customer_row(times_us: np.ndarray, amounts: np.ndarray, *, account_created_ts: float) -> dict[str, float]:
+    """The ``customer_stats`` row of one customer as of their latest event, from their events.
+
+    ``times_us`` are event times in integer microseconds since the epoch (any order; events older than the
+    longest window before the latest one are ignored, so passing more history is harmless), ``amounts`` the
+    matching amounts. Windows are ``(t - w, t]`` like pandas' time-based rolling windows, and every event at
+    the latest instant counts, like the batch row kept for same-instant events. Counts are ``int``.
+    """
+    times = np.asarray(times_us, dtype=np.int64)
+    values = np.asarray(amounts, dtype=np.float64)
+    if times.size == 0:
+        raise ValueError("customer_row needs at least one event")
+    latest = int(times.max())
+    row: dict[str, float] = {}
+    for name, window in CUSTOMER_WINDOWS.items():
+        inside = values[times > latest - _window_us(window)]
+        row[f"cust_txn_count_{name}"] = int(inside.size)
+        row[f"cust_amount_sum_{name}"] = float(inside.sum())
+    month = values[times > latest - _window_us(CUSTOMER_NORM_WINDOW)]
+    mean = float(month.mean())
+    row["cust_amount_mean_30d"] = mean
+    row["cust_amount_std_30d"] = float(np.sqrt(np.mean((month - mean) ** 2)))
+    row["cust_last_txn_ts"] = latest / 1e6
+    row["cust_account_created_ts"] = float(account_created_ts)
+    return {name: row[name] for name in CUSTOMER_FEATURES}
 
 
 def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.DataFrame:

@@ -21,9 +21,9 @@ STORED_FEATURES = CUSTOMER_FEATURES + MERCHANT_FEATURES
 ACCOUNT_FEATURES = ("cust_account_created_ts",)
 # Stored features that are only inputs to derived ones (absolute times mean nothing to a model).
 _STORED_ONLY = {"cust_last_txn_ts", "cust_account_created_ts"}
-# Derived features that mix the request with stored values: their live distribution compares a snapshot with
-# point-in-time training rows (see docs/monitoring.md, drift). Every other derived input depends on the
-# request alone.
+# Derived features that mix the request with stored values: point in time as in training (the service updates
+# customer rows per transaction), but compared with a training reference that starts cold (docs/monitoring.md,
+# drift). Every other derived input depends on the request alone.
 _STORED_DEPENDENT = {"amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn", "account_age_days"}
 
 

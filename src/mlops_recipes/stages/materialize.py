@@ -1,4 +1,8 @@
-"""Incremental materialization: push feature rows newer than the last run into the online store."""
+"""Incremental materialization: push feature rows newer than the last run into the online store.
+
+Only batch-only views: the per-transaction customer view is kept current by the service itself (and rebuilt by
+the features stage through the customer event log); a batch row would overwrite a fresher pushed one.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ def run(settings: Settings, *, end: dt.datetime | None = None, lock_wait_s: floa
     try:
         with pipeline.exclusive(settings, holder="materialize", wait_s=lock_wait_s):
             store = feature_store.open_store(settings)
-            store.materialize_incremental(end_date=end)
+            views = feature_store.batch_views(store)
+            store.materialize_incremental(end_date=end, feature_views=views)
     except pipeline.PipelineBusy as busy:
         return {"stage": "materialize", "end": end.isoformat(), "skipped": str(busy), "freshness": {}}
     freshness: dict[str, Any] = {}
     for view in store.list_feature_views():
+        if view.name not in views:
+            continue
         path = feature_store.source_path(view)
         latest = _latest_timestamp(path) if path is not None else None
         freshness[view.name] = {

@@ -1,0 +1,557 @@
+"""Each customer's recent events, beside the online store: what the per-transaction update of their row needs.
+
+The online service scores a transaction on the customer's row, then records the transaction here and writes the
+row *after* it (:func:`mlops_recipes.core.aggregates.customer_row`, the batch definition in incremental form)
+through Feast, so that the customer's next transaction is scored on features that include it. The log lives in a
+real store chosen by the same Feast configuration as the online store, never in process memory, so every worker
+and every restart sees the same history:
+
+* embedded profile (SQLite online store): a SQLite file next to it, ``customer_events.db``; one write transaction
+  at a time across processes (``BEGIN IMMEDIATE``);
+* scaled profile (Redis online store): two hashes per customer on the same Redis, under a per-customer lock
+  (``SET NX PX``, released only by its holder).
+
+The update of one customer is one critical section: duplicate check, event insert, row computation, the Feast
+write, then the log commit. Concurrent transactions of one customer therefore each see all earlier ones (no lost
+update); a ``transaction_id`` already recorded is not counted again (a client retry); a failed Feast write leaves
+the log as it was (no half-written state: the transaction is simply not counted, and a retry counts it).
+
+Late events (older than the customer's latest recorded one) join the windows they fall in; the row stays stamped
+at the customer's latest event time, so the windows never move backwards. Events older than the longest window
+before the latest event are dropped: they can no longer count.
+
+Row stamps increase strictly per customer (the latest event time, or one microsecond after the previous stamp
+when a late or same-instant event does not move it), because Feast's Redis writer skips a row whose timestamp is
+not newer than the stored one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
+from mlops_recipes.core.aggregates import customer_row, longest_window_us
+
+# What a writer does with a computed row: (customer_id, stamp, row). The Feast write in production.
+RowWriter = Callable[[Sequence[tuple[int, dt.datetime, dict[str, float]]]], None]
+
+
+class EventLogError(RuntimeError):
+    """The event log could not be read or written (store down, lock not obtained in time)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomerEvent:
+    """A scored transaction as the customer's history needs it."""
+
+    customer_id: int
+    transaction_id: str
+    time_us: int
+    amount: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What recording one event did."""
+
+    counted: bool  # False: this transaction_id was already in the customer's history
+    row: dict[str, float] | None = None  # the row written, when counted
+    stamp: dt.datetime | None = None
+
+
+def time_us(value: dt.datetime) -> int:
+    """Integer microseconds since the epoch of a timestamp (naive values are UTC, as everywhere here)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _stamp(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+
+
+def next_row(
+    history: dict[str, tuple[int, float]],
+    new: Sequence[CustomerEvent],
+    *,
+    account_created_ts: float,
+    previous_stamp_us: int | None,
+) -> tuple[dict[str, float], int, list[str]]:
+    """The row after ``new`` events join ``history``, its stamp, and the ids that left the longest window.
+
+    ``history`` maps transaction_id → (time µs, amount); the expired ids are the ones to delete from the log.
+    """
+    merged = {**history, **{e.transaction_id: (e.time_us, e.amount) for e in new}}
+    times = np.fromiter((t for t, _ in merged.values()), dtype=np.int64, count=len(merged))
+    amounts = np.fromiter((a for _, a in merged.values()), dtype=np.float64, count=len(merged))
+    latest = int(times.max())
+    horizon = latest - longest_window_us()
+    expired = [tx for tx, (t, _) in merged.items() if t <= horizon]
+    keep = times > horizon
+    row = customer_row(times[keep], amounts[keep], account_created_ts=account_created_ts)
+    stamp = latest if previous_stamp_us is None else max(latest, previous_stamp_us + 1)
+    return row, stamp, expired
+
+
+def _split(
+    logged: dict[str, tuple[int, float]], replace_until_us: int | None
+) -> tuple[dict[str, tuple[int, float]], list[str]]:
+    """The logged events to keep, and the ids a rebuild replaces (those up to ``replace_until_us``)."""
+    if replace_until_us is None:
+        return logged, []
+    kept = {tx: v for tx, v in logged.items() if v[0] > replace_until_us}
+    return kept, [tx for tx in logged if tx not in kept]
+
+
+def _by_customer(events: Iterable[CustomerEvent]) -> dict[int, list[CustomerEvent]]:
+    grouped: dict[int, list[CustomerEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.customer_id, []).append(event)
+    return grouped
+
+
+class CustomerEventLog(Protocol):
+    """Where the customers' recent events live; both backends behave the same (tests run on both)."""
+
+    def record(
+        self, event: CustomerEvent, *, account_created_ts: float | None, write: RowWriter
+    ) -> Recorded:  # pragma: no cover - protocol
+        """Record ``event`` and write the customer's new row, atomically per customer; see the module doc."""
+        ...
+
+    def load(
+        self,
+        events: Iterable[CustomerEvent],
+        account_created_ts: dict[int, float],
+        *,
+        write: RowWriter,
+        replace_until_us: int | None = None,
+    ) -> int:  # pragma: no cover - protocol
+        """Backfill: merge events and rewrite each touched customer's row; returns the events counted.
+
+        With ``replace_until_us``, the customers' logged events up to that time are replaced by ``events`` (the
+        batch is the truth up to its end); later ones (scored after the batch was cut) are kept, so a rebuild
+        never takes a row back in time.
+        """
+        ...
+
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:  # pragma: no cover
+        """The customer's logged events (transaction_id → (time µs, amount)) and account creation time (or NaN)."""
+        ...
+
+    def clear(self) -> None:  # pragma: no cover - protocol
+        """Forget every customer's history (tests, and a rebuild from scratch)."""
+        ...
+
+
+def _created(stored: float | None, given: float | None) -> float:
+    if stored is not None and not math.isnan(stored):
+        return stored
+    return math.nan if given is None else given
+
+
+class SqliteEventLog:
+    """The embedded backend: one SQLite file, one writer at a time across every process (``BEGIN IMMEDIATE``).
+
+    A writer waits at most ``busy_timeout_s`` for another one (an update takes ~1 ms), well inside the service's
+    request timeout: a store that stays locked fails the update, not the request.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 1.0) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one connection per process, used by one thread at a time
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            # WAL: readers never wait for the writer; NORMAL: no fsync per commit (a power cut may lose the last
+            # commits, a process crash loses nothing). The log is rebuilt from the data by the features stage.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS customer_events (
+                    customer_id INTEGER NOT NULL,
+                    transaction_id TEXT NOT NULL,
+                    time_us INTEGER NOT NULL,
+                    amount REAL NOT NULL,
+                    PRIMARY KEY (customer_id, transaction_id)
+                );
+                CREATE TABLE IF NOT EXISTS customer_state (
+                    customer_id INTEGER PRIMARY KEY,
+                    account_created_ts REAL,
+                    stamp_us INTEGER
+                );
+                """
+            )
+            self._connection = connection
+        return self._connection
+
+    def _merge(
+        self,
+        connection: sqlite3.Connection,
+        customer: int,
+        events: Sequence[CustomerEvent],
+        created: float | None,
+        replace_until_us: int | None,
+    ) -> tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]:
+        cursor = connection.execute(
+            "SELECT transaction_id, time_us, amount FROM customer_events WHERE customer_id = ?", (customer,)
+        )
+        history, replaced = _split({tx: (t, a) for tx, t, a in cursor.fetchall()}, replace_until_us)
+        new = list({e.transaction_id: e for e in events if e.transaction_id not in history}.values())
+        if not new:
+            return 0, None
+        connection.executemany(
+            "DELETE FROM customer_events WHERE customer_id = ? AND transaction_id = ?",
+            [(customer, tx) for tx in replaced],
+        )
+        state = connection.execute(
+            "SELECT account_created_ts, stamp_us FROM customer_state WHERE customer_id = ?", (customer,)
+        ).fetchone()
+        account_created = _created(state[0] if state else None, created)
+        row, stamp_us, expired = next_row(
+            history, new, account_created_ts=account_created, previous_stamp_us=state[1] if state else None
+        )
+        connection.executemany(
+            "INSERT INTO customer_events VALUES (?, ?, ?, ?)",
+            [(customer, e.transaction_id, e.time_us, e.amount) for e in new],
+        )
+        connection.executemany(
+            "DELETE FROM customer_events WHERE customer_id = ? AND transaction_id = ?",
+            [(customer, tx) for tx in expired],
+        )
+        connection.execute(
+            "INSERT INTO customer_state VALUES (?, ?, ?) ON CONFLICT(customer_id) DO UPDATE SET "
+            "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us",
+            (customer, None if math.isnan(account_created) else account_created, stamp_us),
+        )
+        return len(new), (customer, _stamp(stamp_us), row)
+
+    def _transaction(
+        self,
+        groups: dict[int, list[CustomerEvent]],
+        created: dict[int, float],
+        write: RowWriter,
+        replace_until_us: int | None = None,
+    ) -> list[tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]]:
+        with self._lock:
+            try:
+                connection = self._connect()
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise EventLogError(f"customer event log unavailable: {error}") from error
+            try:
+                results = [
+                    self._merge(connection, c, events, created.get(c), replace_until_us) for c, events in groups.items()
+                ]
+                rows = [pending for _, pending in results if pending is not None]
+                if rows:
+                    write(rows)  # inside the transaction: no other writer touches these customers meanwhile
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return results
+
+    def record(self, event: CustomerEvent, *, account_created_ts: float | None, write: RowWriter) -> Recorded:
+        """Record ``event`` and write the customer's new row in one write transaction."""
+        created = {} if account_created_ts is None else {event.customer_id: account_created_ts}
+        [(counted, pending)] = self._transaction({event.customer_id: [event]}, created, write)
+        if pending is None:
+            return Recorded(counted=False)
+        return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
+
+    def load(
+        self,
+        events: Iterable[CustomerEvent],
+        account_created_ts: dict[int, float],
+        *,
+        write: RowWriter,
+        replace_until_us: int | None = None,
+    ) -> int:
+        """Merge ``events`` and write each touched customer's final row, in one transaction."""
+        with self._lock:
+            connection = self._connect()
+            connection.executemany(
+                "INSERT INTO customer_state (customer_id, account_created_ts) VALUES (?, ?) "
+                "ON CONFLICT(customer_id) DO UPDATE SET account_created_ts = excluded.account_created_ts",
+                list(account_created_ts.items()),
+            )
+        results = self._transaction(_by_customer(events), account_created_ts, write, replace_until_us)
+        return sum(counted for counted, _ in results)
+
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+        """The customer's logged events and account creation time (a read: no write lock)."""
+        with self._lock:
+            try:
+                connection = self._connect()
+                rows = connection.execute(
+                    "SELECT transaction_id, time_us, amount FROM customer_events WHERE customer_id = ?", (customer_id,)
+                ).fetchall()
+                state = connection.execute(
+                    "SELECT account_created_ts FROM customer_state WHERE customer_id = ?", (customer_id,)
+                ).fetchone()
+            except sqlite3.Error as error:
+                raise EventLogError(f"customer event log unavailable: {error}") from error
+        created = math.nan if state is None or state[0] is None else float(state[0])
+        return {tx: (t, a) for tx, t, a in rows}, created
+
+    def clear(self) -> None:
+        """Forget every customer's history."""
+        with self._lock:
+            connection = self._connect()
+            connection.execute("DELETE FROM customer_events")
+            connection.execute("DELETE FROM customer_state")
+
+
+# Releases the lock only if it still holds this holder's token (a lock that expired may belong to another now).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisEventLog:
+    """The scaled backend: per customer a hash of events and a hash of state, updated under a per-customer lock.
+
+    Keys carry the customer in a hash tag (``{…}``) so that one customer's keys stay on one cluster slot. The lock
+    is a lease: a holder that stalls longer than ``lock_lease_ms`` (a frozen process) loses it.
+    """
+
+    def __init__(self, client: Any, *, project: str, lock_lease_ms: int = 5_000, lock_wait_s: float = 1.0) -> None:
+        self._client = client
+        self._prefix = f"mlops:{project}:customer"
+        self._lease_ms = lock_lease_ms
+        self._wait_s = lock_wait_s
+        self._release = client.register_script(_RELEASE)
+
+    def _keys(self, customer_id: int) -> tuple[str, str, str]:
+        base = f"{self._prefix}:{{{customer_id}}}"
+        return f"{base}:events", f"{base}:state", f"{base}:lock"
+
+    def _acquire(self, lock: str) -> str:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self._wait_s
+        pause = 0.0005
+        while not self._client.set(lock, token, nx=True, px=self._lease_ms):
+            if time.monotonic() > deadline:
+                raise EventLogError(f"customer lock {lock} not obtained within {self._wait_s} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return token
+
+    def _merge(
+        self,
+        customer: int,
+        events: Sequence[CustomerEvent],
+        created_given: float | None,
+        write: RowWriter,
+        replace_until_us: int | None = None,
+    ) -> tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]:
+        import redis
+
+        events_key, state_key, lock = self._keys(customer)
+        try:
+            token = self._acquire(lock)
+        except redis.RedisError as error:
+            raise EventLogError(f"customer event log unavailable: {type(error).__name__}: {error}") from error
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(events_key)
+                pipe.hmget(state_key, ["account_created_ts", "stamp_us"])
+                raw_events, (raw_created, raw_stamp) = pipe.execute()
+            logged = {}
+            for tx, value in raw_events.items():
+                t, a = value.split(b" ")
+                logged[tx.decode()] = (int(t), float(a))
+            history, replaced = _split(logged, replace_until_us)
+            new = list({e.transaction_id: e for e in events if e.transaction_id not in history}.values())
+            if not new:
+                return 0, None
+            created = _created(None if raw_created is None else float(raw_created), created_given)
+            previous = None if raw_stamp is None else int(raw_stamp)
+            row, stamp_us, expired = next_row(history, new, account_created_ts=created, previous_stamp_us=previous)
+            pending = (customer, _stamp(stamp_us), row)
+            write([pending])
+            with self._client.pipeline(transaction=True) as pipe:
+                dropped = set(replaced) - {e.transaction_id for e in new}
+                if dropped:
+                    pipe.hdel(events_key, *dropped)
+                pipe.hset(events_key, mapping={e.transaction_id: f"{e.time_us} {e.amount!r}" for e in new})
+                if expired:
+                    pipe.hdel(events_key, *expired)
+                state = {"stamp_us": str(stamp_us)}
+                if not math.isnan(created):
+                    state["account_created_ts"] = repr(created)
+                pipe.hset(state_key, mapping=state)
+                pipe.execute()
+            return len(new), pending
+        except redis.RedisError as error:
+            raise EventLogError(f"customer event log unavailable: {type(error).__name__}: {error}") from error
+        finally:
+            with contextlib.suppress(redis.RedisError):  # the lease expires on its own
+                self._release(keys=[lock], args=[token])
+
+    def record(self, event: CustomerEvent, *, account_created_ts: float | None, write: RowWriter) -> Recorded:
+        """Record ``event`` and write the customer's new row under the customer's lock."""
+        counted, pending = self._merge(event.customer_id, [event], account_created_ts, write)
+        if pending is None:
+            return Recorded(counted=False)
+        return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
+
+    def load(
+        self,
+        events: Iterable[CustomerEvent],
+        account_created_ts: dict[int, float],
+        *,
+        write: RowWriter,
+        replace_until_us: int | None = None,
+    ) -> int:
+        """Merge ``events`` customer by customer (each under its lock) and write each one's final row."""
+        for customer, created in account_created_ts.items():
+            self._client.hset(self._keys(customer)[1], "account_created_ts", repr(created))
+        groups = _by_customer(events)
+        return sum(
+            self._merge(c, group, account_created_ts.get(c), write, replace_until_us)[0] for c, group in groups.items()
+        )
+
+    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+        """The customer's logged events and account creation time (a read: no lock)."""
+        import redis
+
+        events_key, state_key, _ = self._keys(customer_id)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:  # one snapshot of both keys
+                pipe.hgetall(events_key)
+                pipe.hget(state_key, "account_created_ts")
+                raw_events, raw_created = pipe.execute()
+        except redis.RedisError as error:
+            raise EventLogError(f"customer event log unavailable: {type(error).__name__}: {error}") from error
+        events = {}
+        for tx, value in raw_events.items():
+            t, a = value.split(b" ")
+            events[tx.decode()] = (int(t), float(a))
+        return events, math.nan if raw_created is None else float(raw_created)
+
+    def clear(self) -> None:
+        """Forget every customer's history (this project's keys only)."""
+        keys = list(self._client.scan_iter(match=f"{self._prefix}:*", count=1000))
+        if keys:
+            self._client.delete(*keys)
+
+
+def _write_ahead_log(online_db: Path) -> None:
+    """Switch Feast's SQLite online store to WAL (a setting of the database file, kept across connections).
+
+    In its default rollback-journal mode every row written costs several fsyncs and blocks every reader of the
+    file meanwhile: with a write per scored transaction, the workers' lookups would queue behind the writes.
+    """
+    online_db.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(online_db, timeout=5.0)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def open_event_log(store: Any) -> CustomerEventLog:
+    """The event log beside ``store``'s online store: chosen by the same Feast configuration.
+
+    SQLite online store → ``customer_events.db`` in its folder; Redis → the same server, under ``mlops:<project>:``.
+    """
+    config = store.config
+    online = config.online_store
+    kind = getattr(online, "type", None)
+    if kind == "sqlite":
+        path = Path(online.path)
+        if not path.is_absolute():
+            path = Path(config.repo_path) / path
+        _write_ahead_log(path)
+        return SqliteEventLog(path.parent / "customer_events.db")
+    if kind == "redis":
+        import redis
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        # Feast's own parser, so that the log reads FEAST_REDIS_CONNECTION exactly as the online store does.
+        nodes, options = RedisOnlineStore._parse_connection_string(online.connection_string)
+        client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **options)
+        return RedisEventLog(client, project=config.project)
+    raise EventLogError(f"no customer event log for online store type {kind!r} (supported: sqlite, redis)")
+
+
+class CustomerUpdates:
+    """The per-transaction update of customer rows: the event log plus Feast's online write of the view.
+
+    One object per process (it holds connections); the online service and, later, the stream scorer call
+    :meth:`record` after scoring, the features stage calls :meth:`rebuild`.
+    """
+
+    def __init__(self, store: Any, *, log: CustomerEventLog | None = None) -> None:
+        from mlops_recipes.io.feature_store import OnlineRowWriter, per_transaction_views
+
+        views = per_transaction_views(store)
+        if len(views) != 1:
+            raise EventLogError(f"expected one feature view tagged refresh: per-transaction, found {views}")
+        self.log = log if log is not None else open_event_log(store)  # first: it puts SQLite in WAL mode
+        self.writer = OnlineRowWriter(store, views[0])
+
+    def record(self, event: CustomerEvent, *, account_created_ts: float | None = None) -> Recorded:
+        """Count ``event`` in its customer's history and write the row after it (see the module doc)."""
+        return self.log.record(event, account_created_ts=account_created_ts, write=self.writer)
+
+    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+        """The customer's row as of just before ``time_us``, from the log: what training sees for an event then.
+
+        None when the customer has no event before then within the longest window (features missing, as in the
+        point-in-time join, whose customer TTL is that window). Used when the online row already counts events
+        at or after the transaction's time: a same-instant event, a late one, or a client's retry.
+        """
+        events, created = self.log.history(customer_id)
+        before = [(t, a) for t, a in events.values() if t < time_us]
+        if not before:
+            return None
+        times = np.array([t for t, _ in before], dtype=np.int64)
+        if int(times.max()) <= time_us - longest_window_us():
+            return None
+        return customer_row(times, np.array([a for _, a in before]), account_created_ts=created)
+
+    def rebuild(self, transactions: Any) -> dict[str, int]:
+        """Load a transaction table (ingest columns) into the log and rewrite every customer's row from it.
+
+        Only each customer's events within the longest window before their latest one are needed. Events the log
+        holds from after the table's end (scored online meanwhile) are kept and counted in the rows.
+        """
+        import pandas as pd
+
+        frame = transactions[[TRANSACTION_ID, CUSTOMER, EVENT_TIME, AMOUNT, ACCOUNT_CREATED]]
+        micros = frame[EVENT_TIME].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
+        latest = micros.groupby(frame[CUSTOMER]).transform("max")
+        recent = frame.loc[micros > latest - longest_window_us()]
+        recent_us = micros.loc[recent.index]
+        events = [
+            CustomerEvent(customer_id=int(c), transaction_id=str(tx), time_us=int(t), amount=float(a))
+            for c, tx, t, a in zip(recent[CUSTOMER], recent[TRANSACTION_ID], recent_us, recent[AMOUNT], strict=True)
+        ]
+        last = frame.sort_values(EVENT_TIME, kind="stable").groupby(CUSTOMER).tail(1)
+        created = {
+            int(c): float(pd.Timestamp(ts).timestamp())
+            for c, ts in zip(last[CUSTOMER], last[ACCOUNT_CREATED], strict=True)
+        }
+        counted = self.log.load(events, created, write=self.writer, replace_until_us=int(micros.max()))
+        return {"customers": len(created), "events": counted}

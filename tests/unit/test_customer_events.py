@@ -1,0 +1,170 @@
+"""io/customer_events.py on a real SQLite file: counting, retries, late events, rollback, rebuild.
+
+The writer is the boundary to Feast; here it collects the rows it is given (and raises where a test injects a
+failure). The Redis backend runs the same checks in tests/integration/test_scaled_profile.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from mlops_recipes.io.customer_events import CustomerEvent, EventLogError, SqliteEventLog, time_us
+
+pytestmark = pytest.mark.unit
+
+T0 = time_us(dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC))
+MINUTE = 60_000_000
+DAY = 86_400_000_000
+
+
+class Rows:
+    """A RowWriter that keeps what it was asked to write."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, dt.datetime, dict[str, float]]] = []
+
+    def __call__(self, rows: object) -> None:
+        self.written.extend(rows)  # type: ignore[call-overload]
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.written[-1][2]
+
+
+def _event(tx: str, minutes: float, amount: float = 10.0, customer: int = 1) -> CustomerEvent:
+    return CustomerEvent(customer_id=customer, transaction_id=tx, time_us=T0 + int(minutes * MINUTE), amount=amount)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> SqliteEventLog:
+    return SqliteEventLog(tmp_path / "customer_events.db")
+
+
+def test_each_event_is_counted_in_the_row_after_it(log: SqliteEventLog) -> None:
+    rows = Rows()
+
+    log.record(_event("a", 0, 10.0), account_created_ts=5.0, write=rows)
+    recorded = log.record(_event("b", 30, 30.0), account_created_ts=None, write=rows)
+
+    assert recorded.counted
+    assert rows.last["cust_txn_count_1h"] == 2
+    assert rows.last["cust_amount_sum_1h"] == 40.0
+    assert rows.last["cust_amount_mean_30d"] == 20.0
+    assert rows.last["cust_last_txn_ts"] == (T0 + 30 * MINUTE) / 1e6
+    # The account creation time given with the first event is kept.
+    assert rows.last["cust_account_created_ts"] == 5.0
+    assert [stamp for _, stamp, _ in rows.written] == [
+        dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 30, 12, 30, tzinfo=dt.UTC),
+    ]
+
+
+def test_a_retried_transaction_id_counts_once(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("a", 0), account_created_ts=None, write=rows)
+
+    again = log.record(_event("a", 0), account_created_ts=None, write=rows)
+
+    assert not again.counted
+    assert len(rows.written) == 1  # nothing rewritten
+
+
+def test_a_late_event_joins_its_windows_and_the_stamp_still_moves_forward(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("new", 120, 100.0), account_created_ts=None, write=rows)
+
+    log.record(_event("late", 90, 1.0), account_created_ts=None, write=rows)
+
+    (_, first, _), (_, second, row) = rows.written
+    # The row stays the state as of the latest event (two hours in): the late one is inside its hour.
+    assert row["cust_last_txn_ts"] == (T0 + 120 * MINUTE) / 1e6
+    assert row["cust_txn_count_1h"] == 2
+    assert second == first + dt.timedelta(microseconds=1)  # strictly newer: Feast's Redis writer needs it
+
+
+def test_an_event_older_than_the_longest_window_is_not_counted(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("now", 0), account_created_ts=None, write=rows)
+
+    log.record(_event("ancient", -31 * 24 * 60), account_created_ts=None, write=rows)
+
+    assert rows.last["cust_txn_count_7d"] == 1
+    assert rows.last["cust_amount_mean_30d"] == 10.0
+
+
+def test_same_instant_events_both_count(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("a", 0, 1.0), account_created_ts=None, write=rows)
+
+    log.record(_event("b", 0, 2.0), account_created_ts=None, write=rows)
+
+    assert rows.last["cust_txn_count_1h"] == 2
+    assert rows.written[1][1] > rows.written[0][1]
+
+
+def test_customers_do_not_mix(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("a", 0, customer=1), account_created_ts=None, write=rows)
+
+    log.record(_event("a", 1, customer=2), account_created_ts=None, write=rows)  # same id, another customer
+
+    assert [customer for customer, _, _ in rows.written] == [1, 2]
+    assert rows.last["cust_txn_count_1h"] == 1
+
+
+def test_a_failed_write_leaves_no_trace_and_a_retry_counts(log: SqliteEventLog) -> None:
+    def store_down(rows: object) -> None:
+        raise ConnectionError("online store down (fault injected)")
+
+    with pytest.raises(ConnectionError):
+        log.record(_event("a", 0), account_created_ts=None, write=store_down)
+
+    rows = Rows()
+    retried = log.record(_event("a", 0), account_created_ts=None, write=rows)
+    assert retried.counted
+    assert rows.last["cust_txn_count_1h"] == 1
+
+
+def test_another_writer_holding_the_log_is_a_clear_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "customer_events.db"
+    SqliteEventLog(path).record(_event("a", 0), account_created_ts=None, write=Rows())
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(EventLogError, match="customer event log unavailable"):
+            SqliteEventLog(path, busy_timeout_s=0.05).record(_event("b", 1), account_created_ts=None, write=Rows())
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_rebuild_replaces_events_up_to_the_batch_end_and_keeps_later_ones(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.record(_event("old-version", 0, 999.0), account_created_ts=None, write=rows)
+    log.record(_event("scored-online", 60 * 24, 5.0), account_created_ts=None, write=rows)  # after the batch end
+
+    batch = [_event("b1", 10, 1.0), _event("b2", 20, 2.0)]
+    counted = log.load(batch, {1: 7.0}, write=rows, replace_until_us=T0 + 30 * MINUTE)
+
+    assert counted == 2
+    row = rows.last
+    # 1.0 + 2.0 from the batch and the 5.0 scored later; the replaced 999.0 is gone.
+    assert row["cust_txn_count_7d"] == 3
+    assert row["cust_amount_sum_7d"] == 8.0
+    assert row["cust_last_txn_ts"] == (T0 + 60 * 24 * MINUTE) / 1e6
+    assert row["cust_account_created_ts"] == 7.0
+
+
+def test_history_survives_a_new_connection(tmp_path: Path) -> None:
+    path = tmp_path / "customer_events.db"
+    SqliteEventLog(path).record(_event("a", 0), account_created_ts=None, write=Rows())
+
+    rows = Rows()
+    SqliteEventLog(path).record(_event("b", 1), account_created_ts=None, write=rows)  # a restart, another worker
+
+    assert rows.last["cust_txn_count_1h"] == 2
