@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT
+
 PositiveInt = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -159,10 +161,10 @@ class SegmentParams(_Strict):
         return self
 
 
+# Segments every contract has (its amount and account-creation roles); params.yaml adds categorical fields.
 DEFAULT_SEGMENTS = (
-    SegmentParams(name="channel", column="channel"),
-    SegmentParams(name="account_age", column="account_created_at", bands=(30.0,), labels=("new", "established")),
-    SegmentParams(name="amount", column="amount", bands=(50.0, 200.0), labels=("under_50", "50_to_200", "over_200")),
+    SegmentParams(name="account_age", column=ACCOUNT_CREATED, bands=(30.0,), labels=("new", "established")),
+    SegmentParams(name="amount_band", column=AMOUNT, bands=(50.0, 200.0), labels=("under_50", "50_to_200", "over_200")),
 )
 
 

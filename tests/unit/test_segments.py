@@ -29,11 +29,11 @@ def frame() -> pd.DataFrame:
 
 
 def test_values_bands_and_ages(frame: pd.DataFrame) -> None:
-    labels = assign_all(frame, DEFAULT_SEGMENTS)
+    labels = assign_all(frame, (SegmentParams(name="channel", column="channel"), *DEFAULT_SEGMENTS))
 
     assert list(labels["channel"]) == ["online", "pos", "atm", "online", "missing"]
     # Bands are [lo, hi): 50 is in the middle band, 200 in the top one.
-    assert list(labels["amount"]) == ["under_50", "50_to_200", "50_to_200", "over_200", "missing"]
+    assert list(labels["amount_band"]) == ["under_50", "50_to_200", "50_to_200", "over_200", "missing"]
     # A timestamp is banded by its age in days at the transaction.
     assert list(labels["account_age"]) == ["new", "new", "established", "established", "missing"]
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mlops_recipes.contract import EVENT_TIME
 from mlops_recipes.params import SegmentParams
 
 MISSING = "missing"
@@ -32,7 +33,7 @@ def _band_labels(bands: tuple[float, ...], labels: tuple[str, ...] | None) -> tu
     return (f"under_{edges[0]}", *(f"{lo}_to_{hi}" for lo, hi in itertools.pairwise(edges)), f"over_{edges[-1]}")
 
 
-def assign(frame: pd.DataFrame, spec: SegmentParams, *, event_time: str = "event_timestamp") -> pd.Series:
+def assign(frame: pd.DataFrame, spec: SegmentParams, *, event_time: str = EVENT_TIME) -> pd.Series:
     """The segment label of every row of ``frame`` for one segment definition (``missing`` where unknown)."""
     if spec.column not in frame:
         raise KeyError(f"segment {spec.name!r}: column {spec.column!r} is in neither the transactions nor the holdout")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_recipes.contract import LABEL
+from mlops_recipes.contract import EVENT_TIME, LABEL, TRANSACTION_ID
 from mlops_recipes.core import segments
 from mlops_recipes.core.figures import holdout_figures
 from mlops_recipes.core.metrics import curves, holdout_metrics
@@ -63,16 +63,16 @@ def segment_labels(settings: Settings, params: Params, holdout: pd.DataFrame) ->
     specs = params.evaluate.segments
     if not specs:
         return pd.DataFrame(index=holdout.index)
-    needed = {spec.column for spec in specs} | {"event_timestamp"}
+    needed = {spec.column for spec in specs} | {EVENT_TIME}
     path = settings.validated_transactions
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
     import pyarrow.parquet as pq
 
     available = set(pq.read_schema(path).names)
-    from_raw = sorted((needed & available) - {"transaction_id"})
-    raw = pd.read_parquet(path, columns=["transaction_id", *from_raw])
-    frame = holdout[["transaction_id"]].merge(raw, on="transaction_id", how="left", validate="one_to_one")
+    from_raw = sorted((needed & available) - {TRANSACTION_ID})
+    raw = pd.read_parquet(path, columns=[TRANSACTION_ID, *from_raw])
+    frame = holdout[[TRANSACTION_ID]].merge(raw, on=TRANSACTION_ID, how="left", validate="one_to_one")
     frame.index = holdout.index
     for column in needed - set(from_raw):
         if column in holdout:
@@ -94,10 +94,10 @@ def _window(timestamps: pd.Series) -> str:
 
 
 def _data_window_tags(settings: Settings, holdout: pd.DataFrame) -> dict[str, str]:
-    train = pd.read_parquet(settings.dataset_dir / "train.parquet", columns=["event_timestamp"])
+    train = pd.read_parquet(settings.dataset_dir / "train.parquet", columns=[EVENT_TIME])
     return {
-        "data.train_window": _window(train["event_timestamp"]),
-        "data.holdout_window": _window(holdout["event_timestamp"]),
+        "data.train_window": _window(train[EVENT_TIME]),
+        "data.holdout_window": _window(holdout[EVENT_TIME]),
         "data.train_rows": str(len(train)),
         "data.holdout_rows": str(len(holdout)),
     }
