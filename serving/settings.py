@@ -24,6 +24,15 @@ class ServingSettings(BaseSettings):
         description="Scoring calls running at once per worker process. 1 suits the embedded SQLite store (CPU-bound "
         "under the GIL); raise it when online lookups wait on the network (Redis elsewhere).",
     )
+    max_clock_skew_s: float = Field(
+        default=300.0, ge=0, description="How far in the future an event_timestamp may lie (clients' clock skew)."
+    )
+    max_event_age_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="How far in the past an event_timestamp may lie: older than the longest feature window (7 d), "
+        "the online features no longer describe that moment.",
+    )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
     drift_window_rows: int = Field(
         default=2000, ge=100, le=1_000_000, description="Latest scored rows compared with the training reference."
