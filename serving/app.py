@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
@@ -191,17 +192,36 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await task
 
 
+def _bound_mlflow_retries(serving: ServingSettings) -> None:
+    """Cap the MLflow client's HTTP retries, unless the environment sets them.
+
+    Start-up and every poll then wait at most about (retries + 1) x timeout + 1 + 2 + ... s for an unreachable
+    tracking server (a refused connection fails at once), not MLflow's ~4 minutes of retries.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(serving.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(serving.mlflow_http_timeout_s))
+
+
 def create_app(settings: Settings | None = None, serving: ServingSettings | None = None) -> FastAPI:
     """Build the service (settings from the environment unless given)."""
     settings = settings or Settings()
     serving = serving or ServingSettings()
     logs.configure(serving.log_level, json_logs=serving.json_logs)
+    _bound_mlflow_retries(serving)
     metrics = ServiceMetrics.create()
     state = ServiceState(
         settings=settings,
         serving=serving,
         metrics=metrics,
-        models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
+        models=ModelManager(
+            settings=settings,
+            alias=serving.model_alias,
+            metrics=metrics,
+            retry_base_s=serving.load_retry_base_s,
+            retry_max_s=serving.load_retry_max_s,
+            max_alias_skew_s=serving.max_alias_skew_s,
+        ),
         features=OnlineFeatures(settings),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(

@@ -55,6 +55,10 @@ class ServiceMetrics:
     predictions: Counter
     model_info: Gauge
     reloads: Counter
+    refusals: Counter
+    load_retries: Counter
+    alias_skew: Gauge
+    behind_alias: Gauge
     store_errors: Counter
     feature_drift: Gauge
     score_drift: Gauge
@@ -135,6 +139,31 @@ class ServiceMetrics:
                 "model_reloads_total",
                 "Model (re)loads by result (success, failure).",
                 ["result"],
+                registry=registry,
+            ),
+            refusals=Counter(
+                "model_refusals_total",
+                "Model versions refused by a check (load, signature, features, feature_service, drift_reference, "
+                "warm_up); the previous model, if any, keeps serving.",
+                ["reason"],
+                registry=registry,
+            ),
+            load_retries=Counter(
+                "model_load_retries_total",
+                "Loads of a model version that failed for a transient reason (a store out of reach), retried with "
+                "backoff.",
+                registry=registry,
+            ),
+            alias_skew=Gauge(
+                "served_model_alias_skew_seconds",
+                "How long the served model version has differed from the registry alias' version (0: the same).",
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            behind_alias=Gauge(
+                "served_model_behind_alias",
+                "1 when the served version has differed from the alias' for longer than SERVING_MAX_ALIAS_SKEW_S.",
+                multiprocess_mode="livemax",
                 registry=registry,
             ),
             store_errors=Counter(
