@@ -55,6 +55,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         "description": "The body cannot be parsed (invalid UTF-8, nested too deep, too many digits).",
     },
     401: {"model": Problem, "description": "Missing or wrong API key."},
+    413: {"model": Problem, "description": "The body is larger than SERVING_MAX_BODY_BYTES."},
     503: {"model": Problem, "description": "No model loaded yet, or the online store is down."},
     504: {"model": Problem, "description": "Scoring took longer than SERVING_REQUEST_TIMEOUT_S."},
 }

@@ -26,8 +26,17 @@ def test_openapi_documents_the_models_with_a_working_example(scoring_service: An
     assert predict["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Prediction"
     }
-    assert {"401", "422", "503", "504"} <= predict["responses"].keys()
+    assert {"400", "401", "413", "422", "503", "504"} <= predict["responses"].keys()
+    # The protocol's routes answer its own error shape, never FastAPI's 422.
+    for path, operations in spec["paths"].items():
+        if path.startswith("/v2/models"):
+            for operation in operations.values():
+                assert "422" not in operation["responses"], path
+                assert operation["responses"]["404"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ProtocolErrorBody"
+                }, path
     assert {"Transaction", "Prediction", "BatchRequest", "BatchResponse", "InferRequest", "Problem"} <= schemas.keys()
+    assert schemas["BatchRequest"]["properties"]["transactions"]["maxItems"] == 8  # SERVING_MAX_BATCH
     assert set(schemas["Transaction"]["required"]) == {"customer_id", "merchant_id", "amount", "channel"}
     assert schemas["Transaction"]["properties"]["channel"]["enum"] == ["pos", "online", "atm"]
     examples = schemas["Transaction"]["examples"]
