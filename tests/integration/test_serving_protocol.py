@@ -2,12 +2,16 @@
 
 Every call either succeeds or fails with the protocol's error shape, which the client decodes into an
 ``InferenceServerException`` with the server's message and status. Infer goes through the scoring path of
-``/predict``: the same probabilities for the same rows, and the prediction metrics count it.
+``/predict``: the same probabilities for the same rows, and the prediction metrics count it. Its answers are
+compared field by field with those of MLServer, the protocol's reference server (a recorded transcript:
+``oip_transcript.py``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +21,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 MODEL = "fraud-detector"
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +226,53 @@ def test_binary_data_that_does_not_add_up_is_400_never_500(scoring_service: Any,
         )
         assert response.status_code == 400, (name, response.text)
         assert set(response.json()) == {"error"}, name
+
+
+# Where MLServer 1.7.1 itself departs from the protocol, and this service follows the protocol instead.
+MLSERVER_DEPARTURES = {
+    # A body that is not JSON: MLServer answers FastAPI's 422 {"detail": [...]}, which the protocol's clients
+    # cannot decode; the protocol's answer to a malformed request is a 400 with {"error": "<message>"}.
+    "infer not json": {"status": 400, "body": {"error": "str"}},
+}
+
+
+def _conforms(ours: Any, reference: Any, where: str) -> list[str]:
+    """Where ``ours`` lacks a field of ``reference`` or has it with another JSON type (``parameters`` are free)."""
+    if isinstance(reference, dict):
+        if not isinstance(ours, dict):
+            return [f"{where}: {ours!r} is not an object"]
+        problems = []
+        for key, value in reference.items():
+            if key == "parameters":  # optional in the protocol, and server-specific in content
+                continue
+            if key not in ours:
+                problems.append(f"{where}.{key}: missing")
+            else:
+                problems += _conforms(ours[key], value, f"{where}.{key}")
+        return problems
+    if isinstance(reference, list):
+        if not isinstance(ours, list) or len(ours) != 1:
+            return [f"{where}: {ours!r} is not a list of objects"]
+        return _conforms(ours[0], reference[0], f"{where}[0]")
+    return [] if ours == reference else [f"{where}: {ours!r}, reference {reference!r}"]
+
+
+def test_answers_conform_to_the_reference_server_field_by_field(scoring_service: Any) -> None:
+    from oip_transcript import record
+
+    reference = json.loads((DATA / "oip" / "mlserver-1.7.1.json").read_text())
+
+    ours = record(scoring_service.url)
+
+    assert ours.keys() == reference.keys()
+    problems = []
+    for call, answer in reference.items():
+        expected = MLSERVER_DEPARTURES.get(call, answer)
+        if ours[call]["status"] != expected["status"]:
+            problems.append(f"{call}: status {ours[call]['status']}, reference {expected['status']}")
+        if expected["body"] != "null":  # MLServer's probes answer with an empty body: any body is fine
+            problems += _conforms(ours[call]["body"], expected["body"], call)
+        if "error" in expected["body"]:
+            assert ours[call]["body"] == {"error": "str"}, call
+    assert ours["infer per column"]["id"] == reference["infer per column"]["id"] == "r1"
+    assert not problems, problems
