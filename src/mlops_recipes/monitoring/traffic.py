@@ -85,9 +85,13 @@ def live_transactions(
     customers = picked["customer_id"].to_numpy(dtype=np.int64)
     merchants = picked["merchant_id"].to_numpy(dtype=np.int64)
     outcomes = picked["is_fraud"].to_numpy(dtype=bool)
-    today = pd.Timestamp.now(tz="UTC").normalize().timestamp()
+    now = time.time()
+    today = pd.Timestamp(now, unit="s", tz="UTC").normalize().timestamp()
     seconds = picked["event_timestamp"].astype("int64").to_numpy() // 1_000_000_000
-    event_time = today + np.mod(seconds, _SECONDS_PER_DAY)  # today, at the transaction's time of day
+    # The latest past moment at the transaction's time of day (today, or yesterday for a time still to come): the
+    # service refuses events more than a few minutes in the future (SERVING_MAX_CLOCK_SKEW_S).
+    event_time = today + np.mod(seconds, _SECONDS_PER_DAY)
+    event_time = np.where(event_time > now, event_time - _SECONDS_PER_DAY, event_time)
     return [
         {
             "transaction_id": f"{id_prefix}-{i}",
