@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import logging
-import secrets
+import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated
+from functools import partial
+from typing import Any
 
-import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -25,103 +27,84 @@ from mlops_recipes.contract import Contract
 from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
-from serving import logs
+from serving import logs, v2
+from serving.deps import Authorized, ServiceState, State, in_scoring_slot
+from serving.errors import install_handlers, is_protocol_path, problem
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.middleware import ServiceMiddleware
 from serving.model import LoadedModel, ModelManager, ModelNotReady
 from serving.monitoring import LiveMonitor, ProcessSampler
+from serving.protocol import ProtocolError
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
     FeedbackRequest,
     FeedbackResponse,
-    InferOutput,
-    InferRequest,
-    InferResponse,
-    ModelMetadata,
     Prediction,
     Problem,
-    ReadyState,
-    TensorMetadata,
     Transaction,
     batch_model,
     transaction_model,
 )
 from serving.scoring import score
 from serving.settings import ServingSettings
+from serving.validation import event_time_errors
 
 _log = logging.getLogger("serving.app")
 _ERRORS: dict[int | str, dict[str, object]] = {
+    400: {
+        "model": Problem,
+        "description": "The body cannot be parsed (invalid UTF-8, nested too deep, too many digits).",
+    },
     401: {"model": Problem, "description": "Missing or wrong API key."},
+    413: {"model": Problem, "description": "The body is larger than SERVING_MAX_BODY_BYTES."},
     503: {"model": Problem, "description": "No model loaded yet, or the online store is down."},
     504: {"model": Problem, "description": "Scoring took longer than SERVING_REQUEST_TIMEOUT_S."},
 }
 
 
-@dataclass
-class ServiceState:
-    """Everything the routes need, built once per process in the lifespan."""
-
-    settings: Settings
-    serving: ServingSettings
-    metrics: ServiceMetrics
-    models: ModelManager
-    features: OnlineFeatures
-    contract: Contract
-    scoring_slots: asyncio.Semaphore
-    monitor: LiveMonitor
-    process: ProcessSampler
-
-
-# Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.
-async def get_state(request: Request) -> ServiceState:
-    """The service state of the running app."""
-    state: ServiceState = request.app.state.service
-    return state
-
-
-State = Annotated[ServiceState, Depends(get_state)]
-
-
-async def require_api_key(request: Request, state: State) -> None:
-    """Scoring routes need ``X-API-Key`` when ``SERVING_API_KEY`` is set."""
-    expected = state.serving.api_key
-    if expected is None:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid X-API-Key")
-
-
-Authorized = Depends(require_api_key)
-
-
-async def _scored(state: ServiceState, transactions: Sequence[Transaction]) -> tuple[LoadedModel, list[Prediction]]:
+async def _scored(
+    state: ServiceState, transactions: Sequence[Transaction], where: Callable[[int], tuple[str | int, ...]]
+) -> tuple[LoadedModel, list[Prediction]]:
+    """Check the event times (``where(i)``: their field's location), then score in a slot, within the timeout."""
+    errors = event_time_errors(
+        [(where(i), t.event_timestamp) for i, t in enumerate(transactions)],
+        now=dt.datetime.now(dt.UTC),
+        max_future_s=state.serving.max_clock_skew_s,
+        max_age_s=state.serving.max_event_age_s,
+    )
+    if errors:
+        raise RequestValidationError(errors)
     model = state.models.require()  # read once: the whole request uses one model even if a swap happens now
-
-    async def bounded() -> list[Prediction]:
-        # Scoring is CPU work under the GIL: more threads at once per process only contend (see docs/benchmarks).
-        # The slot is released when the timeout cancels the wait, so a stuck call cannot block the next ones.
-        async with state.scoring_slots:
-            return await run_in_threadpool(
-                score,
-                transactions,
-                model=model,
-                features=state.features,
-                contract=state.contract,
-                threshold=state.serving.threshold,
-                metrics=state.metrics,
-                monitor=state.monitor,
-            )
-
-    try:
-        predictions = await asyncio.wait_for(bounded(), timeout=state.serving.request_timeout_s)
-    except TimeoutError:
-        raise HTTPException(
-            status.HTTP_504_GATEWAY_TIMEOUT, f"scoring took longer than {state.serving.request_timeout_s} s"
-        ) from None
+    predictions = await in_scoring_slot(
+        state,
+        partial(
+            score,
+            transactions,
+            model=model,
+            features=state.features,
+            contract=state.contract,
+            threshold=state.serving.threshold,
+            metrics=state.metrics,
+            monitor=state.monitor,
+        ),
+    )
     return model, predictions
+
+
+def _too_many(count: int, limit: int, loc: tuple[str, ...]) -> RequestValidationError:
+    """The batch limit (a setting) as a validation error, in the same shape as the schema's own."""
+    return RequestValidationError(
+        [
+            {
+                "type": "too_long",
+                "loc": loc,
+                "msg": f"{count} items exceed the limit of {limit} per request",
+                "input": None,
+            }
+        ]
+    )
 
 
 def _warm_up_features(state: ServiceState) -> Callable[[LoadedModel], None]:
@@ -214,17 +197,36 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await task
 
 
+def _bound_mlflow_retries(serving: ServingSettings) -> None:
+    """Cap the MLflow client's HTTP retries, unless the environment sets them.
+
+    Start-up and every poll then wait at most about (retries + 1) x timeout + 1 + 2 + ... s for an unreachable
+    tracking server (a refused connection fails at once), not MLflow's ~4 minutes of retries.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(serving.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(serving.mlflow_http_timeout_s))
+
+
 def create_app(settings: Settings | None = None, serving: ServingSettings | None = None) -> FastAPI:
     """Build the service (settings from the environment unless given)."""
     settings = settings or Settings()
     serving = serving or ServingSettings()
     logs.configure(serving.log_level, json_logs=serving.json_logs)
+    _bound_mlflow_retries(serving)
     metrics = ServiceMetrics.create()
     state = ServiceState(
         settings=settings,
         serving=serving,
         metrics=metrics,
-        models=ModelManager(settings=settings, alias=serving.model_alias, metrics=metrics),
+        models=ModelManager(
+            settings=settings,
+            alias=serving.model_alias,
+            metrics=metrics,
+            retry_base_s=serving.load_retry_base_s,
+            retry_max_s=serving.load_retry_max_s,
+            max_alias_skew_s=serving.max_alias_skew_s,
+        ),
         features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
         contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
@@ -247,18 +249,45 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         ServiceMiddleware, metrics=metrics, max_body_bytes=serving.max_body_bytes, enabled=serving.metrics_enabled
     )
 
+    install_handlers(app)
+
     @app.exception_handler(ModelNotReady)
-    async def _not_ready(_: Request, error: ModelNotReady) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
+    async def _not_ready(request: Request, error: ModelNotReady) -> JSONResponse:
+        return problem(request.url.path, 503, str(error), {"Retry-After": "5"})
 
     @app.exception_handler(FeatureStoreUnavailable)
-    async def _store_down(_: Request, error: FeatureStoreUnavailable) -> JSONResponse:
+    async def _store_down(request: Request, error: FeatureStoreUnavailable) -> JSONResponse:
         state.metrics.store_errors.inc()
         _log.error("%s", error)
-        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+        return problem(request.url.path, 503, str(error), {"Retry-After": "1"})
 
+    app.add_exception_handler(ProtocolError, v2.protocol_error)
     _routes(app, state.contract)
+    app.include_router(v2.router)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus what the protocol routes parse by hand; their errors are the protocol's (no 422)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(v2.openapi_components())
+        # The per-request limit is a setting: the document states this deployment's value.
+        limit = app.state.service.serving.max_batch
+        schemas["BatchRequest"]["properties"]["transactions"]["maxItems"] = limit
+        schemas["FeedbackRequest"]["properties"]["labels"]["maxItems"] = limit
+        for path, operations in spec["paths"].items():
+            if not is_protocol_path(path):
+                continue
+            for operation in operations.values():
+                operation["responses"].pop("422", None)
+                ok = operation["responses"].get("200", {}).get("content", {})
+                if path.endswith("/infer") and "application/json" in ok:
+                    ok["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def _routes(app: FastAPI, contract: Contract) -> None:
@@ -268,7 +297,7 @@ def _routes(app: FastAPI, contract: Contract) -> None:
 
     async def predict(transaction: Transaction, state: State) -> Prediction:
         """Score one transaction by entity ids (features from the online store) and request fields."""
-        _, predictions = await _scored(state, [transaction])
+        _, predictions = await _scored(state, [transaction], lambda _: ("event_timestamp",))
         return predictions[0]
 
     predict.__annotations__["transaction"] = transaction_body
@@ -279,11 +308,8 @@ def _routes(app: FastAPI, contract: Contract) -> None:
     async def predict_batch(batch: BatchRequest, state: State) -> BatchResponse:
         """Score up to SERVING_MAX_BATCH transactions in one call."""
         if len(batch.transactions) > state.serving.max_batch:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"batch of {len(batch.transactions)} exceeds the limit of {state.serving.max_batch}",
-            )
-        model, predictions = await _scored(state, batch.transactions)
+            raise _too_many(len(batch.transactions), state.serving.max_batch, ("body", "transactions"))
+        model, predictions = await _scored(state, batch.transactions, lambda i: ("transactions", i, "event_timestamp"))
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=predictions)
 
     predict_batch.__annotations__["batch"] = batch_body
@@ -301,10 +327,7 @@ def _routes(app: FastAPI, contract: Contract) -> None:
         score counts once. Unmatched ids are returned, not an error: a label may outlive the memory of a score.
         """
         if len(request.labels) > state.serving.max_batch:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"{len(request.labels)} labels exceed the limit of {state.serving.max_batch} per request",
-            )
+            raise _too_many(len(request.labels), state.serving.max_batch, ("body", "labels"))
         result = state.monitor.label([(label.transaction_id, label.is_fraud) for label in request.labels])
         return FeedbackResponse(
             matched=result.matched, unmatched=len(result.unmatched_ids), unmatched_ids=result.unmatched_ids
@@ -314,103 +337,3 @@ def _routes(app: FastAPI, contract: Contract) -> None:
     async def metrics(state: State) -> Response:
         body, content_type = state.metrics.exposition()
         return Response(body, media_type=content_type)
-
-    @app.get("/v2/health/live", response_model=ReadyState, response_model_exclude_none=True, tags=["v2"])
-    async def live() -> ReadyState:
-        """The process is up (it may not be ready)."""
-        return ReadyState(live=True)
-
-    @app.get(
-        "/v2/health/ready",
-        response_model=ReadyState,
-        response_model_exclude_none=True,
-        responses={503: {"model": ReadyState}},
-        tags=["v2"],
-    )
-    async def ready(state: State, response: Response) -> ReadyState:
-        """Ready once a model is loaded."""
-        is_ready = state.models.current is not None
-        if not is_ready:
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return ReadyState(ready=is_ready)
-
-    @app.get("/v2/models/{model_name}", response_model=ModelMetadata, responses={404: {"model": Problem}}, tags=["v2"])
-    async def model_metadata(model_name: str, state: State) -> ModelMetadata:
-        """Name, version and tensor layout of the served model."""
-        model = _named_model(state, model_name)
-        return ModelMetadata(
-            name=model.name,
-            versions=[model.version],
-            platform="sklearn",
-            inputs=[TensorMetadata(name="input-0", datatype="FP64", shape=[-1, len(model.features)])],
-            outputs=[TensorMetadata(name="fraud_probability", datatype="FP64", shape=[-1])],
-        )
-
-    @app.get(
-        "/v2/models/{model_name}/ready",
-        response_model=ReadyState,
-        responses={404: {"model": Problem}, 503: {"model": ReadyState}},
-        tags=["v2"],
-    )
-    async def model_ready(model_name: str, state: State) -> ReadyState:
-        """Whether the named model is loaded."""
-        _named_model(state, model_name)
-        return ReadyState(ready=True)
-
-    @app.post(
-        "/v2/models/{model_name}/infer",
-        response_model=InferResponse,
-        responses={**_ERRORS, 404: {"model": Problem}},
-        dependencies=[Authorized],
-        tags=["v2"],
-    )
-    async def infer(model_name: str, request: InferRequest, state: State) -> InferResponse:
-        """Raw feature tensors in signature order (see the metadata route): no feature lookup."""
-        model = _named_model(state, model_name)
-        matrix = _tensor_matrix(request, model, max_rows=state.serving.max_batch)
-        probabilities = await run_in_threadpool(model.predict, matrix)
-        return InferResponse(
-            model_name=model.name,
-            model_version=model.version,
-            id=request.id,
-            outputs=[
-                InferOutput(
-                    name="fraud_probability",
-                    shape=[len(probabilities)],
-                    datatype="FP64",
-                    data=probabilities.tolist(),
-                )
-            ],
-        )
-
-
-def _named_model(state: ServiceState, model_name: str) -> LoadedModel:
-    model = state.models.require()
-    if model_name != model.name:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {model_name!r} is not served here (try {model.name!r})")
-    return model
-
-
-def _tensor_matrix(request: InferRequest, model: LoadedModel, *, max_rows: int) -> np.ndarray:
-    width = len(model.features)
-    try:
-        if len(request.inputs) == 1 and len(request.inputs[0].shape) == 2:
-            tensor = request.inputs[0]
-            rows, cols = tensor.shape
-            matrix = np.array(tensor.data, dtype=np.float64).reshape(rows, cols)
-        else:
-            by_name = {tensor.name: tensor for tensor in request.inputs}
-            missing = [name for name in model.features if name not in by_name]
-            if missing:
-                raise ValueError(f"missing input tensors: {missing}")
-            matrix = np.column_stack([np.array(by_name[n].data, dtype=np.float64).ravel() for n in model.features])
-    except (ValueError, TypeError) as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"bad input tensor: {error}") from None
-    if matrix.ndim != 2 or matrix.shape[1] != width:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"expected shape [n, {width}] (features in signature order), got {list(matrix.shape)}",
-        )
-    if not 1 <= matrix.shape[0] <= max_rows:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"between 1 and {max_rows} rows per request")
-    return matrix

@@ -8,6 +8,7 @@ from typing import Any
 
 from mlops_recipes.io.customer_events import CustomerEvent, CustomerUpdates, Recorded
 from mlops_recipes.io.feature_store import PER_TRANSACTION, open_store
+from mlops_recipes.io.models import ModelLoadError
 from mlops_recipes.settings import Settings
 
 _log = logging.getLogger("serving.features")
@@ -98,8 +99,34 @@ class OnlineFeatures:
             if view.most_recent_end_time is not None and view.tags.get("refresh") != PER_TRANSACTION
         }
 
+    def check_service(self, service_name: str) -> None:
+        """Refuse (:class:`ModelLoadError`) a feature service the registry does not have.
+
+        A store out of reach only logs: the next requests try again, and answer 503 meanwhile.
+        """
+        try:
+            store = self._open()
+            try:
+                store.get_feature_service(service_name)
+            except Exception as error:
+                if type(error).__name__ != "FeatureServiceNotFoundException":
+                    raise
+                store.refresh_registry()  # the cached registry may predate the service: ask once more
+                store.get_feature_service(service_name)
+        except Exception as error:
+            if type(error).__name__ == "FeatureServiceNotFoundException":
+                raise ModelLoadError(
+                    f"the feature_service tag names {service_name!r}, which the feature registry does not have",
+                    reason="feature_service",
+                ) from error
+            _log.warning("cannot check feature service %r (will retry on requests): %s", service_name, error)
+
     def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:
-        """Pay the first-call cost (registry load, connections) before traffic arrives (``keys``: no real entity)."""
+        """Check the feature service, then pay the first-call cost (registry load, connections) before traffic.
+
+        ``keys``: entity keys of no real entity.
+        """
+        self.check_service(service_name)
         try:
             self.lookup(service_name, [keys])
             if self.update_customers:

@@ -9,7 +9,9 @@ in cardinality: routes, status classes, model versions, feature names; never ent
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +41,39 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+_VALUE_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")  # counter_123.db, gauge_livemax_123.db: the writer's pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): signal 0 is all we know
+
+
+def sweep_dead_workers(directory: str) -> list[int]:
+    """Drop the live gauges (``live*`` modes) of worker processes that no longer run; returns their pids.
+
+    A worker killed with SIGKILL never says it is gone: its files stayed and were merged into every scrape (a
+    stale drift value kept a retrain alert firing, a stale ``model_info`` fired version skew). Counters and
+    histograms stay: their totals must never go backwards.
+    """
+    pids = {int(match.group(1)) for name in os.listdir(directory) if (match := _VALUE_FILE.match(name))}
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _alive(pid))
+    for pid in dead:
+        if any(Path(directory).glob(f"gauge_live*_{pid}.db")):
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return dead
+
+
 @dataclass(frozen=True)
 class ServiceMetrics:
     """Every metric the service exports."""
@@ -56,6 +91,10 @@ class ServiceMetrics:
     predictions: Counter
     model_info: Gauge
     reloads: Counter
+    refusals: Counter
+    load_retries: Counter
+    alias_skew: Gauge
+    behind_alias: Gauge
     store_errors: Counter
     feature_drift: Gauge
     score_drift: Gauge
@@ -145,6 +184,31 @@ class ServiceMetrics:
                 "model_reloads_total",
                 "Model (re)loads by result (success, failure).",
                 ["result"],
+                registry=registry,
+            ),
+            refusals=Counter(
+                "model_refusals_total",
+                "Model versions refused by a check (load, signature, features, feature_service, drift_reference, "
+                "warm_up); the previous model, if any, keeps serving.",
+                ["reason"],
+                registry=registry,
+            ),
+            load_retries=Counter(
+                "model_load_retries_total",
+                "Loads of a model version that failed for a transient reason (a store out of reach), retried with "
+                "backoff.",
+                registry=registry,
+            ),
+            alias_skew=Gauge(
+                "served_model_alias_skew_seconds",
+                "How long the served model version has differed from the registry alias' version (0: the same).",
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            behind_alias=Gauge(
+                "served_model_behind_alias",
+                "1 when the served version has differed from the alias' for longer than SERVING_MAX_ALIAS_SKEW_S.",
+                multiprocess_mode="livemax",
                 registry=registry,
             ),
             store_errors=Counter(
@@ -244,6 +308,7 @@ class ServiceMetrics:
         """The text exposition: merged over worker processes in multiprocess mode."""
         if self.directory is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        sweep_dead_workers(self.directory)  # at scrape time: no hook runs when a worker is killed
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=self.directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged), CONTENT_TYPE_LATEST

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.errors import is_protocol_path
 from serving.logs import request_id
 from serving.metrics import ServiceMetrics
 
@@ -48,7 +49,8 @@ class ServiceMiddleware:
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 status = 413
-                await _reply(send, 413, {"detail": f"request body exceeds {self.max_body_bytes} bytes"}, rid)
+                key = "error" if is_protocol_path(scope["path"]) else "detail"  # the Open Inference Protocol's shape
+                await _reply(send, 413, {key: f"request body exceeds {self.max_body_bytes} bytes"}, rid)
                 return
             received = 0
 

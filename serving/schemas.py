@@ -7,14 +7,19 @@ where the contract says so) and the OpenAPI example.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mlops_recipes.contract import AMOUNT, CUSTOMER, LABEL, MERCHANT, TRANSACTION_ID, Contract
+from serving.validation import NOT_A_BOOLEAN, FiniteFloat, StrictBool, Timestamp
 
-IntEntityId = Annotated[int, Field(ge=0, le=2**62, description="Entity key, as in the feature store.")]
+# The largest integer a JSON number holds exactly (2**53 - 1): above it, clients and schema validators compare ids
+# as doubles, and a maximum like 2**62 would admit 2**62 + 1 on paper and refuse it here.
+MAX_ENTITY_ID = 2**53 - 1
+IntEntityId = Annotated[
+    int, Field(ge=0, le=MAX_ENTITY_ID, description="Entity key, as in the feature store."), NOT_A_BOOLEAN
+]
 StrEntityId = Annotated[str, Field(min_length=1, max_length=128, description="Entity key, as in the feature store.")]
 TransactionId = Annotated[
     str,
@@ -36,10 +41,12 @@ class Transaction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     transaction_id: TransactionId | None = None
-    event_timestamp: dt.datetime | None = Field(
-        default=None, description="When the transaction happened (timezone-aware); default: now."
+    event_timestamp: Timestamp | None = Field(
+        default=None,
+        description="When the transaction happened (RFC 3339 with an offset); default: now. Must lie within "
+        "SERVING_MAX_EVENT_AGE_S before and SERVING_MAX_CLOCK_SKEW_S after the service's clock (else 422).",
     )
-    account_created_at: dt.datetime | None = Field(
+    account_created_at: Timestamp | None = Field(
         default=None,
         description="When the customer's account was opened, if known: kept with a customer the online store has "
         "not seen yet, for the account age of their next transactions.",
@@ -52,7 +59,7 @@ def transaction_model(contract: Contract) -> type[Transaction]:
         column: (IntEntityId if contract.id_type(column) == "int" else StrEntityId, ...)
         for column in (CUSTOMER, MERCHANT)
     }
-    fields[AMOUNT] = (float, Field(gt=0, le=contract.columns.amount.max, description="Transaction amount."))
+    fields[AMOUNT] = (FiniteFloat, Field(gt=0, le=contract.columns.amount.max, description="Transaction amount."))
     example: dict[str, Any] = {
         CUSTOMER: 42 if contract.id_type(CUSTOMER) == "int" else "C0042",
         MERCHANT: 7 if contract.id_type(MERCHANT) == "int" else "M007",
@@ -138,7 +145,7 @@ class Label(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     transaction_id: TransactionId
-    is_fraud: bool
+    is_fraud: StrictBool
 
 
 class FeedbackRequest(BaseModel):
@@ -166,17 +173,30 @@ class Problem(BaseModel):
     detail: str
 
 
-# Open Inference Protocol (KServe v2) subset.
+# Open Inference Protocol (KServe v2): metadata and health. Infer bodies are in serving.protocol.
+class ServerMetadata(BaseModel):
+    """``GET /v2``: the server's name, version and protocol extensions."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
 class TensorMetadata(BaseModel):
-    """Name, type and shape of a tensor."""
+    """Name, type and shape of a tensor (-1: any size)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     datatype: str
     shape: list[int]
+    parameters: dict[str, list[str]] | None = Field(
+        default=None, description="For the 2-D input: feature_names, the column order (the model's signature)."
+    )
 
 
 class ModelMetadata(BaseModel):
-    """``GET /v2/models/{name}``."""
+    """``GET /v2/models/{name}[/versions/{version}]``."""
 
     name: str
     versions: list[str]
@@ -185,49 +205,11 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
-class InferTensor(BaseModel):
-    """An input tensor: FP64 values, row-major, with its shape."""
+class ModelReady(BaseModel):
+    """``GET /v2/models/{name}[/versions/{version}]/ready`` when it is (else an error body)."""
 
     name: str
-    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
-    datatype: Literal["FP64", "FP32"]
-    data: list[float | None] | list[list[float | None]]
-
-
-class InferRequest(BaseModel):
-    """``POST /v2/models/{name}/infer``: one [n, k] tensor in signature order, or one [n] tensor per feature.
-
-    ``GET /v2/models/{name}`` gives k; the feature names and order are the model's MLflow signature.
-    """
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1.0, 2.0, 3.0]}]}
-            ]
-        }
-    )
-
-    id: str | None = None
-    inputs: list[InferTensor] = Field(min_length=1)
-
-
-class InferOutput(BaseModel):
-    """An output tensor."""
-
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[float]
-
-
-class InferResponse(BaseModel):
-    """The inference result."""
-
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[InferOutput]
+    ready: bool
 
 
 class ReadyState(BaseModel):

@@ -86,14 +86,14 @@ def score(
         unseen = sum(getattr(t, name) not in spec.values for t in transactions)
         if unseen:
             metrics.unseen_categories.labels(name).inc(unseen)
-
-    started = time.perf_counter()
-    probabilities = model.predict(matrix)
-    metrics.inference_latency.observe(time.perf_counter() - started)
-
-    decisions = [bool(p >= threshold) for p in probabilities.tolist()]
-    if monitor is not None:
-        monitor.observe(model, matrix, probabilities, decisions, [t.transaction_id for t in transactions])
+    probabilities, decisions = score_rows(
+        matrix,
+        model=model,
+        threshold=threshold,
+        metrics=metrics,
+        monitor=monitor,
+        transaction_ids=[t.transaction_id for t in transactions],
+    )
 
     predictions = []
     for row, probability in enumerate(probabilities.tolist()):
@@ -104,14 +104,11 @@ def score(
             metrics.unknown_entities.labels("customer").inc()
         if all(stored[name][row] is None for name in MERCHANT_FEATURES):
             metrics.unknown_entities.labels("merchant").inc()
-        is_fraud = decisions[row]
-        metrics.scores.labels(model.version).observe(probability)
-        metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
         predictions.append(
             Prediction(
                 transaction_id=transactions[row].transaction_id,
                 fraud_probability=probability,
-                is_fraud=is_fraud,
+                is_fraud=decisions[row],
                 threshold=threshold,
                 model_name=model.name,
                 model_version=model.version,
@@ -200,3 +197,31 @@ def record_scored(
     view = features.updated_view
     if view is not None and features.newest_event_s > 0:
         metrics.newest_event.labels(view).set(features.newest_event_s)
+
+
+def score_rows(
+    matrix: np.ndarray,
+    *,
+    model: LoadedModel,
+    threshold: float,
+    metrics: ServiceMetrics,
+    monitor: LiveMonitor | None = None,
+    transaction_ids: Sequence[str | None] | None = None,
+) -> tuple[np.ndarray, list[bool]]:
+    """The model call on assembled rows, with what every scoring route records: latency, scores, decisions, drift.
+
+    :func:`score` calls it after the feature lookup; the Open Inference Protocol's infer (rows sent as tensors)
+    calls it directly, so both feed the same metrics and the same drift window.
+    """
+    started = time.perf_counter()
+    probabilities = model.predict(matrix)
+    metrics.inference_latency.observe(time.perf_counter() - started)
+
+    decisions = [bool(p >= threshold) for p in probabilities.tolist()]
+    if monitor is not None:
+        ids = list(transaction_ids) if transaction_ids is not None else [None] * len(decisions)
+        monitor.observe(model, matrix, probabilities, decisions, ids)
+    for probability, is_fraud in zip(probabilities.tolist(), decisions, strict=True):
+        metrics.scores.labels(model.version).observe(probability)
+        metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
+    return probabilities, decisions

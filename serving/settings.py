@@ -29,6 +29,34 @@ class ServingSettings(BaseSettings):
         description="Record every scored transaction in its customer's online features (the next transaction sees "
         "it, as in training). Off: the service only reads the store (benchmarks, read-only replicas).",
     )
+    max_clock_skew_s: float = Field(
+        default=300.0, ge=0, description="How far in the future an event_timestamp may lie (clients' clock skew)."
+    )
+    max_event_age_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="How far in the past an event_timestamp may lie: older than the longest feature window (7 d), "
+        "the online features no longer describe that moment.",
+    )
+    load_retry_base_s: float = Field(
+        default=5.0, gt=0, description="First wait before loading a version again after a transient failure."
+    )
+    load_retry_max_s: float = Field(default=300.0, gt=0, description="Longest wait between such retries.")
+    max_alias_skew_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long the served version may differ from the alias' before served_model_behind_alias is 1.",
+    )
+    mlflow_http_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="MLFLOW_HTTP_REQUEST_MAX_RETRIES unless set: MLflow's default (7, with backoff factor 2) blocks "
+        "a start with the tracking server down for minutes.",
+    )
+    mlflow_http_timeout_s: int = Field(
+        default=10, ge=1, description="MLFLOW_HTTP_REQUEST_TIMEOUT unless set (MLflow's default: 120 s)."
+    )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
     drift_window_rows: int = Field(
         default=2000, ge=100, le=1_000_000, description="Latest scored rows compared with the training reference."

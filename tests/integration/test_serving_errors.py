@@ -39,6 +39,12 @@ def client(scoring_service: Any) -> Iterator[httpx.Client]:
         pytest.param({**VALID, "customer_id": 0}, id="customer-zero"),
         pytest.param({**VALID, "merchant_id": -1}, id="negative-merchant"),
         pytest.param({**VALID, "event_timestamp": "yesterday"}, id="bad-timestamp"),
+        pytest.param({**VALID, "event_timestamp": 0}, id="timestamp-as-a-number"),
+        pytest.param({**VALID, "event_timestamp": "2026-11-30T10:00:00"}, id="timestamp-without-offset"),
+        pytest.param({**VALID, "event_timestamp": "1970-01-02T00:00:00Z"}, id="timestamp-from-1970"),
+        pytest.param({**VALID, "event_timestamp": "2099-01-01T00:00:00Z"}, id="timestamp-from-2099"),
+        pytest.param({**VALID, "customer_id": 2**53}, id="customer-over-the-maximum"),
+        pytest.param({**VALID, "customer_id": True}, id="customer-as-a-boolean"),
         pytest.param({**VALID, "coupon": "FREE"}, id="extra-field"),
         pytest.param([VALID], id="list-not-object"),
     ],
@@ -47,7 +53,21 @@ def test_invalid_transactions_are_422(client: httpx.Client, body: Any) -> None:
     response = client.post("/predict", json=body)
 
     assert response.status_code == 422, response.text
-    assert response.json()["detail"]
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_ids_at_the_documented_maximum_are_scored(client: httpx.Client) -> None:
+    response = client.post("/predict", json={**VALID, "customer_id": 2**53 - 1, "merchant_id": 2**53 - 1})
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("label", [0, 1, "true", None])
+def test_a_label_is_a_json_boolean(client: httpx.Client, label: Any) -> None:
+    response = client.post("/feedback", json={"labels": [{"transaction_id": "tx-1", "is_fraud": label}]})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "labels", 0, "is_fraud"]
 
 
 def test_malformed_json_is_422(client: httpx.Client) -> None:
@@ -75,7 +95,8 @@ def test_batch_over_the_limit_is_422(client: httpx.Client) -> None:
     response = client.post("/predict/batch", json={"transactions": [VALID] * 9})
 
     assert response.status_code == 422, response.text
-    assert "exceeds the limit of 8" in response.json()["detail"]
+    assert response.json()["detail"][0]["loc"] == ["body", "transactions"]
+    assert "exceed the limit of 8" in response.json()["detail"][0]["msg"]
     assert client.post("/predict/batch", json={"transactions": []}).status_code == 422
     assert client.post("/predict/batch", json={"transactions": [VALID] * 8}).status_code == 200
 
@@ -125,7 +146,7 @@ def test_unknown_model_name_is_404(client: httpx.Client, method: str, path: str)
     response = client.request(method, path, json=body if method == "POST" else None)
 
     assert response.status_code == 404, response.text
-    assert MODEL in response.json()["detail"]
+    assert MODEL in response.json()["error"]  # the Open Inference Protocol's error shape
 
 
 @pytest.mark.parametrize(
@@ -139,10 +160,13 @@ def test_unknown_model_name_is_404(client: httpx.Client, method: str, path: str)
         pytest.param({"name": "input-0", "shape": [1, 2, 3], "datatype": "FP64", "data": [0.0] * 6}, id="3-dims"),
     ],
 )
-def test_infer_with_a_wrong_tensor_is_422(client: httpx.Client, tensor: dict[str, Any]) -> None:
+def test_infer_with_a_wrong_tensor_is_400_in_the_protocol_error_shape(
+    client: httpx.Client, tensor: dict[str, Any]
+) -> None:
     response = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]})
 
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"}
 
 
 def test_api_key_guards_the_scoring_routes_only(trained_project: Any, start_isolated_service: Any) -> None:
@@ -161,7 +185,8 @@ def test_api_key_guards_the_scoring_routes_only(trained_project: Any, start_isol
             wrong = http.post(path, json=body, headers={"X-API-Key": API_KEY[:-1] + "X"})
             right = http.post(path, json=body, headers={"X-API-Key": API_KEY})
             assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200), path
-            assert missing.json() == {"detail": "missing or invalid X-API-Key"}
+            key = "error" if path.startswith("/v2") else "detail"  # the Open Inference Protocol's error shape
+            assert missing.json() == {key: "missing or invalid X-API-Key"}
         # Probes, metadata and metrics stay open: orchestrators and scrapers hold no key.
         for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/ready"):
             assert http.get(path).status_code == 200, path

@@ -102,3 +102,56 @@ def test_two_workers_merge_into_one_count(
     assert metrics.value("model_info", model_version="1") == 1
     assert metrics.names() >= APP_METRICS
     assert service.stop() == 0
+
+
+def test_a_killed_workers_gauges_leave_the_export(
+    trained_project: Any, start_isolated_service: Any, scrape: Any
+) -> None:
+    import psutil
+
+    service = start_isolated_service(trained_project, workers=2, env={"SERVING_MONITOR_INTERVAL_S": "0.5"})
+    service.wait_ready(timeout=240)  # two workers import and load at once: slow on a busy machine
+
+    def workers() -> list[Any]:
+        found = []
+        for child in psutil.Process(service.process.pid).children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
+                    found.append(child)
+            except psutil.Error:  # exited meanwhile, or a zombie not reaped yet
+                continue
+        return found
+
+    def exported_matches_live_workers() -> bool:
+        # worker_resident_memory_bytes sums the live workers' last samples: with a dead worker's file still merged
+        # it would hold a third worker's memory on top of the two that run.
+        live = workers()
+        if len(live) != 2:
+            return False
+        try:
+            resident = sum(worker.memory_info().rss for worker in live)
+        except psutil.Error:
+            return False
+        return abs(scrape(service).value("worker_resident_memory_bytes") - resident) < 0.2 * resident
+
+    def wait(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 240
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{service.logs()[-3000:]}"
+            time.sleep(0.5)
+
+    wait(lambda: scrape(service).value("model_reloads_total", result="success") == 2, "both workers")
+    wait(exported_matches_live_workers, "the gauges of both workers")
+    victim = workers()[0].pid
+    assert service.metrics_dir is not None
+    assert list(service.metrics_dir.glob(f"gauge_live*_{victim}.db"))
+    requests_before = scrape(service).value("http_requests_total")
+
+    psutil.Process(victim).kill()  # SIGKILL: no exit hook runs; the supervisor starts a replacement
+
+    wait(lambda: victim not in {worker.pid for worker in workers()}, "the replacement worker")
+    wait(exported_matches_live_workers, "the export to hold the live workers only")
+    assert not list(service.metrics_dir.glob(f"gauge_live*_{victim}.db"))
+    assert list(service.metrics_dir.glob(f"counter_{victim}.db")), "counters of a dead worker must keep their totals"
+    assert scrape(service).value("http_requests_total") >= requests_before
+    assert scrape(service).value("model_info", model_version="1") == 1

@@ -30,12 +30,13 @@ def transactions(trained_project: Any) -> list[dict[str, Any]]:
     """Six transactions of real customers at real merchants, at hours that span night and day."""
     events = pd.read_parquet(trained_project.root / "data" / "validated" / "transactions.parquet")
     sample = events.sample(6, random_state=3)
-    end = events["event_timestamp"].max()
+    # Within the service's window of event times (SERVING_MAX_EVENT_AGE_S before now at most).
+    now = pd.Timestamp.now(tz="UTC").floor("s")
     requests = []
     for i, row in enumerate(sample.itertuples()):
-        when = end + pd.Timedelta(hours=1 + 5 * i, minutes=7 * i)
-        # One naive timestamp: the service reads it as UTC, like the pipeline.
-        stamp = when.tz_localize(None).isoformat() if i == 0 else when.isoformat()
+        when = now - pd.Timedelta(hours=1 + 5 * i, minutes=7 * i)
+        # One timestamp with an offset other than UTC: the hour-of-day features are the UTC hour, like the pipeline.
+        stamp = when.tz_convert("Asia/Kolkata").isoformat() if i == 0 else when.isoformat()
         requests.append(
             {
                 "customer_id": int(row.customer_id),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference
+from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference, DriftWindow
 from mlops_recipes.core.request_features import model_features
 from mlops_recipes.settings import Settings
 
@@ -22,7 +22,47 @@ _log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
-    """A model version could not be loaded or failed its warm-up."""
+    """A model version could not be loaded or failed a check.
+
+    ``reason`` names the check (``load``, ``signature``, ``features``, ``feature_service``, ``drift_reference``,
+    ``warm_up``); ``transient`` says the cause may go away by itself (the registry or the artifact store was
+    unreachable), so loading the same version is worth retrying, where a deterministic failure is not.
+    """
+
+    def __init__(self, message: str, *, reason: str = "load", transient: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.transient = transient
+
+
+# Causes that say "could not reach it", not "it is broken": connection failures, time-outs, a database that is
+# locked or cannot be opened right now, an HTTP 5xx/429 from a tracking server.
+_TRANSIENT_TYPES = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "OperationalError", "MaxRetryError")
+_TRANSIENT_TEXT = (
+    "connection refused",
+    "max retries exceeded",
+    "temporarily unavailable",
+    "timed out",
+    "database is locked",
+    "unable to open database file",
+    "too many 500 error responses",
+    "too many 503 error responses",
+    "too many 429 error responses",
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a failure to reach a store rather than a broken model version."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in _TRANSIENT_TYPES:
+            return True
+        if any(text in str(current).lower() for text in _TRANSIENT_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -73,16 +113,26 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
         info = mlflow.models.get_model_info(uri)
         estimator = mlflow.sklearn.load_model(uri)
     except Exception as error:
-        raise ModelLoadError(f"cannot load {uri}: {error}") from error
+        raise ModelLoadError(f"cannot load {uri}: {error}", transient=is_transient(error)) from error
     if info.signature is None:
-        raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads")
+        raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads", reason="signature")
     features = tuple(info.signature.inputs.input_names())
     unknown = sorted(set(features) - set(model_features(settings.contract())))
     if unknown:
-        raise ModelLoadError(f"{uri} reads features the data contract does not provide: {unknown}")
+        raise ModelLoadError(f"{uri} reads features the data contract does not provide: {unknown}", reason="features")
     feature_service = meta.tags.get("feature_service")
     if not feature_service:
-        raise ModelLoadError(f"{uri} has no feature_service tag: cannot tell which features to fetch")
+        raise ModelLoadError(
+            f"{uri} has no feature_service tag: cannot tell which features to fetch", reason="feature_service"
+        )
+    reference = _drift_reference(meta.run_id, uri)
+    if reference is not None:
+        try:  # the window the service will fill: a reference without a histogram per input cannot be compared
+            DriftWindow(reference, features, capacity=1)
+        except ValueError as error:
+            raise ModelLoadError(
+                f"{uri} has a drift reference that does not match its signature: {error}", reason="drift_reference"
+            ) from error
     model = LoadedModel(
         name,
         str(version),
@@ -90,13 +140,23 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
         feature_service,
         features,
         estimator,
-        drift_reference=_drift_reference(meta.run_id, uri),
+        drift_reference=reference,
         holdout_metrics=_holdout_metrics(client, meta.run_id),
     )
-    warm = model.predict(np.full((1, len(features)), np.nan))  # an all-missing row: the worst case online
-    if warm.shape != (1,) or math.isnan(float(warm[0])) or not 0.0 <= float(warm[0]) <= 1.0:
-        raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})")
+    _warm_up(model, uri)
     return model
+
+
+def _warm_up(model: LoadedModel, uri: str) -> None:
+    """One prediction on an all-missing row (the worst case online): it must run and give a probability."""
+    try:
+        warm = model.predict(np.full((1, len(model.features)), np.nan))
+    except Exception as error:  # whatever the estimator raises: the version is unusable, not the process
+        raise ModelLoadError(
+            f"{uri} failed its warm-up prediction: {type(error).__name__}: {error}", reason="warm_up"
+        ) from error
+    if warm.shape != (1,) or math.isnan(float(warm[0])) or not 0.0 <= float(warm[0]) <= 1.0:
+        raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})", reason="warm_up")
 
 
 def _drift_reference(run_id: str | None, uri: str) -> DriftReference | None:

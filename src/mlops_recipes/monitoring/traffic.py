@@ -78,9 +78,13 @@ def live_transactions(
 
     keys = {column: _keys(picked[column], contract.id_type(column)) for column in (CUSTOMER, MERCHANT)}
     outcomes = picked[LABEL].to_numpy(dtype=bool)
-    today = pd.Timestamp.now(tz="UTC").normalize().timestamp()
+    now = time.time()
+    today = pd.Timestamp(now, unit="s", tz="UTC").normalize().timestamp()
     seconds = picked[EVENT_TIME].astype("int64").to_numpy() // 1_000_000_000
-    event_time = today + np.mod(seconds, _SECONDS_PER_DAY)  # today, at the transaction's time of day
+    # The latest past moment at the transaction's time of day (today, or yesterday for a time still to come): the
+    # service refuses events more than a few minutes in the future (SERVING_MAX_CLOCK_SKEW_S).
+    event_time = today + np.mod(seconds, _SECONDS_PER_DAY)
+    event_time = np.where(event_time > now, event_time - _SECONDS_PER_DAY, event_time)
     bodies = []
     for i in range(rows):
         body: dict[str, Any] = {

@@ -1,0 +1,80 @@
+"""What every router needs: the per-process service state, the API-key guard, and the bounded scoring call."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from mlops_recipes.contract import Contract
+from mlops_recipes.settings import Settings
+from serving.features import OnlineFeatures
+from serving.metrics import ServiceMetrics
+from serving.model import ModelManager
+from serving.monitoring import LiveMonitor, ProcessSampler
+from serving.settings import ServingSettings
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServiceState:
+    """Everything the routes need, built once per process in the lifespan."""
+
+    settings: Settings
+    serving: ServingSettings
+    metrics: ServiceMetrics
+    models: ModelManager
+    features: OnlineFeatures
+    contract: Contract
+    scoring_slots: asyncio.Semaphore
+    monitor: LiveMonitor
+    process: ProcessSampler
+
+
+# Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.
+async def get_state(request: Request) -> ServiceState:
+    """The service state of the running app."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+async def require_api_key(request: Request, state: State) -> None:
+    """Scoring routes need ``X-API-Key`` when ``SERVING_API_KEY`` is set."""
+    expected = state.serving.api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid X-API-Key")
+
+
+Authorized = Depends(require_api_key)
+
+
+async def in_scoring_slot(state: ServiceState, call: Callable[[], T]) -> T:
+    """Run ``call`` (scoring: CPU work) in the thread pool, in one of the scoring slots, within the timeout.
+
+    Every scoring route goes through here, so they share the slots and the timeout (504).
+    """
+
+    async def bounded() -> T:
+        # Scoring is CPU work under the GIL: more threads at once per process only contend (see docs/benchmarks).
+        # The slot is released when the timeout cancels the wait, so a stuck call cannot block the next ones.
+        async with state.scoring_slots:
+            return await run_in_threadpool(call)
+
+    try:
+        return await asyncio.wait_for(bounded(), timeout=state.serving.request_timeout_s)
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT, f"scoring took longer than {state.serving.request_timeout_s} s"
+        ) from None
