@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mlops_recipes.contract import Contract
+from mlops_recipes.contract import EVENT_TIME, Contract
 from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
@@ -297,7 +297,7 @@ def _routes(app: FastAPI, contract: Contract) -> None:
 
     async def predict(transaction: Transaction, state: State) -> Prediction:
         """Score one transaction by entity ids (features from the online store) and request fields."""
-        _, predictions = await _scored(state, [transaction], lambda _: ("event_timestamp",))
+        _, predictions = await _scored(state, [transaction], lambda _: (EVENT_TIME,))
         return predictions[0]
 
     predict.__annotations__["transaction"] = transaction_body
@@ -309,7 +309,7 @@ def _routes(app: FastAPI, contract: Contract) -> None:
         """Score up to SERVING_MAX_BATCH transactions in one call."""
         if len(batch.transactions) > state.serving.max_batch:
             raise _too_many(len(batch.transactions), state.serving.max_batch, ("body", "transactions"))
-        model, predictions = await _scored(state, batch.transactions, lambda i: ("transactions", i, "event_timestamp"))
+        model, predictions = await _scored(state, batch.transactions, lambda i: ("transactions", i, EVENT_TIME))
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=predictions)
 
     predict_batch.__annotations__["batch"] = batch_body

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlops_recipes.contract import LABEL
 from serving.errors import safe_errors, safe_text, summary
 
 BINARY_EXTENSION = "binary_tensor_data"
@@ -38,7 +39,7 @@ NUMPY_TYPES: dict[str, str] = {
     "UINT8": "u1",
 }
 PROBABILITY = "fraud_probability"
-DECISION = "is_fraud"
+DECISION = LABEL  # the decision on the label, named as /predict names it
 OUTPUTS = (PROBABILITY, DECISION)
 
 
