@@ -24,6 +24,8 @@ from prometheus_client import (
     values,
 )
 
+from mlops_recipes.processes import alive
+
 # Sub-millisecond resolution at the bottom: a model call and an online lookup each take well under 1 ms.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -44,21 +46,6 @@ def multiprocess_dir() -> str | None:
 _VALUE_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")  # counter_123.db, gauge_livemax_123.db: the writer's pid
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): signal 0 is all we know
-
-
 def sweep_dead_workers(directory: str) -> list[int]:
     """Drop the live gauges (``live*`` modes) of worker processes that no longer run; returns their pids.
 
@@ -67,7 +54,7 @@ def sweep_dead_workers(directory: str) -> list[int]:
     histograms stay: their totals must never go backwards.
     """
     pids = {int(match.group(1)) for name in os.listdir(directory) if (match := _VALUE_FILE.match(name))}
-    dead = sorted(pid for pid in pids if pid != os.getpid() and not _alive(pid))
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not alive(pid))
     for pid in dead:
         if any(Path(directory).glob(f"gauge_live*_{pid}.db")):
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from mlops_recipes.processes import alive
 from mlops_recipes.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,16 +65,6 @@ def process_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_abandoned_runs(client: MlflowClient, experiment_id: str, *, now: float | None = None) -> list[str]:
     """Mark FAILED the runs left RUNNING by a stage that was killed (``kill -9``, OOM, a lost container).
 
@@ -90,7 +81,7 @@ def fail_abandoned_runs(client: MlflowClient, experiment_id: str, *, now: float 
             continue
         pid = int(tags[PID_TAG])
         if tags[HOST_TAG] == host:
-            gone = pid != os.getpid() and not _pid_alive(pid)
+            gone = pid != os.getpid() and not alive(pid)
         else:
             gone = now - (run.info.start_time or 0) / 1000 > FOREIGN_RUN_STALE_S
         if gone:
