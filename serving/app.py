@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlops_recipes.contract import EVENT_TIME, Contract
+from mlops_recipes.io import customer_events
 from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
@@ -227,7 +228,10 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
         ),
-        features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
+        features=OnlineFeatures(
+            settings,
+            update_customers=serving.update_customer_features and customer_events.supports(settings.contract()),
+        ),
         contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(

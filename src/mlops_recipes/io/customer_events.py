@@ -495,6 +495,15 @@ def open_event_log(store: Any) -> CustomerEventLog:
     raise EventLogError(f"no customer event log for online store type {kind!r} (supported: sqlite, redis)")
 
 
+def supports(contract: Any) -> bool:
+    """Whether the event log can hold this contract's customers: integer customer ids and an account-creation date.
+
+    Other contracts are served batch snapshots of the customer view (materialized like the batch views) until the
+    log learns string ids and optional account dates (issue 12, open).
+    """
+    return bool(contract.id_type(CUSTOMER) == "int" and contract.has_account_created)
+
+
 class CustomerUpdates:
     """The per-transaction update of customer rows: the event log plus Feast's online write of the view.
 

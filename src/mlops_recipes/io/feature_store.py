@@ -202,9 +202,15 @@ def batch_views(store: FeatureStore) -> list[str]:
     return sorted(v.name for v in store.list_feature_views() if v.online and v.tags.get("refresh") != PER_TRANSACTION)
 
 
-def materialize_batch_views(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> list[str]:
-    """:func:`materialize` restricted to :func:`batch_views`; returns their names."""
-    views = batch_views(store)
+def materialize_batch_views(
+    store: FeatureStore, *, start: dt.datetime, end: dt.datetime, include_per_transaction: bool = False
+) -> list[str]:
+    """:func:`materialize` restricted to :func:`batch_views` (or every online view); returns their names."""
+    views = (
+        sorted(v.name for v in store.list_feature_views() if v.online)
+        if include_per_transaction
+        else batch_views(store)
+    )
     if views:
         store.materialize(start_date=start, end_date=end, feature_views=views)
     return views

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_recipes.contract import EVENT_TIME, LABEL, TRANSACTION_ID
+from mlops_recipes.contract import ACCOUNT_CREATED, EVENT_TIME, LABEL, TRANSACTION_ID
 from mlops_recipes.core import segments
 from mlops_recipes.core.figures import holdout_figures
 from mlops_recipes.core.metrics import curves, holdout_metrics
@@ -60,7 +60,9 @@ def segment_labels(settings: Settings, params: Params, holdout: pd.DataFrame) ->
     Columns come from the validated transactions (the data contract: channel, account_created_at, amount, ...)
     or, failing that, from the holdout itself (a model feature).
     """
-    specs = params.evaluate.segments
+    # A segment over the account-creation date means nothing for data without one (contract: account_created null).
+    without_account_date = not settings.contract().has_account_created
+    specs = tuple(s for s in params.evaluate.segments if not (without_account_date and s.column == ACCOUNT_CREATED))
     if not specs:
         return pd.DataFrame(index=holdout.index)
     needed = {spec.column for spec in specs} | {EVENT_TIME}
