@@ -36,7 +36,7 @@ def client(scoring_service: Any) -> Iterator[httpx.Client]:
         pytest.param({**VALID, "amount": -5.0}, id="negative-amount"),
         pytest.param({**VALID, "amount": "lots"}, id="amount-not-a-number"),
         pytest.param({**VALID, "channel": "carrier-pigeon"}, id="unknown-channel"),
-        pytest.param({**VALID, "customer_id": 0}, id="customer-zero"),
+        pytest.param({**VALID, "customer_id": -1}, id="negative-customer"),
         pytest.param({**VALID, "merchant_id": -1}, id="negative-merchant"),
         pytest.param({**VALID, "event_timestamp": "yesterday"}, id="bad-timestamp"),
         pytest.param({**VALID, "event_timestamp": 0}, id="timestamp-as-a-number"),

@@ -258,7 +258,7 @@ def _conforms(ours: Any, reference: Any, where: str) -> list[str]:
 
 
 def test_answers_conform_to_the_reference_server_field_by_field(scoring_service: Any) -> None:
-    from oip_transcript import record
+    from support.oip_transcript import record
 
     reference = json.loads((DATA / "oip" / "mlserver-1.7.1.json").read_text())
 

@@ -8,7 +8,7 @@ again (MLServer's FastAPI pin conflicts with ours, so it lives in a venv of its 
     # a model folder with model-settings.json: {"name": "fraud-detector",
     #   "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": "<the champion's download URI>"}}
     /tmp/mlsv/bin/mlserver start <folder>          # http_port in <folder>/settings.json
-    python tests/integration/oip_transcript.py http://127.0.0.1:8080 tests/data/oip/mlserver-1.7.1.json
+    python tests/support/oip_transcript.py http://127.0.0.1:8080 tests/data/oip/mlserver-1.7.1.json
 
 Only what the protocol fixes is recorded: statuses, the keys of every body (values as their JSON types), and
 the request ``id`` echoed by infer; values that are the model's own (output names, probabilities) are not.
