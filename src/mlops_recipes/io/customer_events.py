@@ -276,9 +276,7 @@ class SqliteEventLog:
         """Record ``event`` and write the customer's new row in one write transaction."""
         created = {} if account_created_ts is None else {event.customer_id: account_created_ts}
         [(counted, pending)] = self._transaction({event.customer_id: [event]}, created, write)
-        if pending is None:
-            return Recorded(counted=False)
-        return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
+        return _recorded(counted, pending)
 
     def load(
         self,
@@ -414,9 +412,7 @@ class RedisEventLog:
     def record(self, event: CustomerEvent, *, account_created_ts: float | None, write: RowWriter) -> Recorded:
         """Record ``event`` and write the customer's new row under the customer's lock."""
         counted, pending = self._merge(event.customer_id, [event], account_created_ts, write)
-        if pending is None:
-            return Recorded(counted=False)
-        return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
+        return _recorded(counted, pending)
 
     def load(
         self,
@@ -493,6 +489,13 @@ def open_event_log(store: Any) -> CustomerEventLog:
         client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **options)
         return RedisEventLog(client, project=config.project)
     raise EventLogError(f"no customer event log for online store type {kind!r} (supported: sqlite, redis)")
+
+
+def _recorded(counted: Any, pending: Any) -> Recorded:
+    """What :meth:`record` reports, from a backend's merge result (``pending``: None when nothing was written)."""
+    if pending is None:
+        return Recorded(counted=False)
+    return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
 
 
 def supports(contract: Any) -> bool:
