@@ -395,10 +395,8 @@ def test_redis_event_log_counts_every_concurrent_event_once(redis_server: RedisS
     assert not list(redis_server.client().scan_iter(match=f"mlops:{project}:*"))
 
 
-# Known defect, issue 12 (open): rewinding the store re-applies the definitions into the same SQL registry, and
-# Feast's feature_view_version_history refuses the duplicate version (UniqueViolation). Strict: a pass fails here,
-# so the marker goes when the defect does.
-@pytest.mark.xfail(strict=True, reason="issue 12: Feast SQL registry refuses the rewound re-apply (UniqueViolation)")
+# The rewind keeps the SQL registry as it is (feature_store.reset_online_store): tearing the project down and
+# re-applying it fails on Feast 0.67's SQL registry, whose delete_project leaves the view version history behind.
 def test_replayed_scores_equal_the_offline_ones_on_redis(
     scaled_project: Any, scaled_env: dict[str, str], start_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,29 +94,114 @@ def load_definitions(repo: Path) -> Definitions:
     )
 
 
-def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str, list[str]]:
-    """Register the definitions and remove registry objects the repository no longer declares."""
-    project = store.project
+class FeatureServiceInUse(FeatureStoreError):
+    """Applying the definitions would change or remove a feature service that a registered model uses."""
+
+
+# Who uses which feature service: service name -> users, e.g. {"fraud_model_v1": ["champion v3"]}.
+ServiceUsers = Callable[[], Mapping[str, Sequence[str]]]
+
+
+def apply_definitions(
+    store: FeatureStore, definitions: Definitions, *, users: ServiceUsers | None = None
+) -> dict[str, list[str]]:
+    """Register the definitions and remove registry objects the repository no longer declares.
+
+    ``users`` guards live models: a feature service a registered model uses is immutable (changing its
+    features under the champion would put new feature values into production before any gate). When the
+    definitions change or remove a registered service, ``users()`` is asked who uses it (only then: an
+    unchanged apply needs no model registry) and :class:`FeatureServiceInUse` is raised before anything is
+    applied if anyone does.
+    """
     declared = {
         "feature_services": {fs.name for fs in definitions.feature_services},
         "feature_views": {fv.name for fv in definitions.feature_views},
         "entities": {e.name for e in definitions.entities},
     }
-    stale: list[Any] = []
-    registry = store.registry
-    try:
-        stale += [o for o in registry.list_feature_services(project) if o.name not in declared["feature_services"]]
-        stale += [o for o in registry.list_feature_views(project) if o.name not in declared["feature_views"]]
-        stale += [
-            o for o in registry.list_entities(project) if o.name not in declared["entities"] and o.name != "__dummy"
-        ]
-    except Exception:
-        stale = []
+    registered = _registered(store)
+    if users is not None:
+        _refuse_changes_in_use(changed_services(registered, definitions), users)
+    stale: list[Any] = [
+        *(o for o in registered.feature_services if o.name not in declared["feature_services"]),
+        *(o for o in registered.feature_views if o.name not in declared["feature_views"]),
+        *(o for o in registered.entities if o.name not in declared["entities"] and o.name != "__dummy"),
+    ]
     store.apply(definitions.all(), objects_to_delete=stale, partial=False)
     return {
         "applied": sorted(declared["feature_views"] | declared["feature_services"] | declared["entities"]),
         "deleted": sorted(o.name for o in stale),
     }
+
+
+def _registered(store: FeatureStore) -> Definitions:
+    """What the registry holds now (read past its cache); nothing for a project never applied."""
+    registry, project = store.registry, store.project
+    try:
+        return Definitions(
+            entities=registry.list_entities(project, allow_cache=False),
+            data_sources=[],
+            feature_views=registry.list_feature_views(project, allow_cache=False),
+            feature_services=registry.list_feature_services(project, allow_cache=False),
+        )
+    except Exception:  # a registry without this project yet (first apply) has nothing to compare
+        return Definitions(entities=[], data_sources=[], feature_views=[], feature_services=[])
+
+
+def service_definition(service: Any, definitions: Definitions) -> list[str]:
+    """What a feature service means, one line per view it reads: entity keys and types, TTL, features and types.
+
+    Descriptions, tags, owners and source locations are left out: they do not change a feature value.
+    """
+    views = {view.name: view for view in definitions.feature_views}
+    entities = {entity.name: entity for entity in definitions.entities}
+    lines = []
+    for projection in service.feature_view_projections:
+        view = views.get(projection.name)
+        if view is None:
+            lines.append(f"{projection.name}: no such feature view")
+            continue
+        keys = ", ".join(
+            f"{entities[name].join_key}:{entities[name].value_type.name}" if name in entities else f"{name}:?"
+            for name in sorted(view.entities)
+        )
+        features = ", ".join(f"{feature.name}:{feature.dtype}" for feature in projection.features)
+        lines.append(f"{projection.name_alias or projection.name} (keys {keys}; ttl {view.ttl}): {features}")
+    return lines
+
+
+def changed_services(registered: Definitions, declared: Definitions) -> dict[str, str]:
+    """Registered feature services the declared definitions change or remove: name -> what differs."""
+    services = {service.name: service for service in declared.feature_services}
+    changed = {}
+    for service in registered.feature_services:
+        if service.name not in services:
+            changed[service.name] = "no longer declared"
+            continue
+        before = service_definition(service, registered)
+        after = service_definition(services[service.name], declared)
+        if before != after:
+            differences = [f"registered {b!r}, declared {a!r}" for b, a in zip(before, after, strict=False) if b != a]
+            if len(before) != len(after):
+                differences.append(f"{len(before)} view(s) registered, {len(after)} declared")
+            changed[service.name] = "; ".join(differences)
+    return changed
+
+
+def _refuse_changes_in_use(changed: Mapping[str, str], users: ServiceUsers) -> None:
+    if not changed:
+        return
+    in_use = users()
+    refused = {name: what for name, what in changed.items() if in_use.get(name)}
+    if refused:
+        details = "; ".join(
+            f"{name!r} (used by {', '.join(in_use[name])}): {what}" for name, what in sorted(refused.items())
+        )
+        raise FeatureServiceInUse(
+            f"the feature definitions change feature service(s) in use by registered models: {details}. "
+            "A service in use is immutable: publish a new versioned service (e.g. fraud_model_v2, with new "
+            "feature views for changed features), point features.service in params.yaml at it and train on it; "
+            "retire the old one once no alias uses it."
+        )
 
 
 def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> None:
@@ -126,6 +211,30 @@ def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) ->
     data without a word.
     """
     store.materialize(start_date=start, end_date=end)
+
+
+def reset_online_store(store: FeatureStore) -> list[str]:
+    """Empty the online store's rows of every online view, keeping the registry as it is; returns the views.
+
+    Replays rewind the store this way rather than with ``FeatureStore.teardown`` + apply: on the SQL registry
+    (scaled profile) Feast 0.67's ``delete_project`` leaves ``feature_view_version_history`` behind, so the next
+    apply of the same views inserts version 0 again and fails with a UniqueViolation. The definitions did not
+    change, so the registry has nothing to redo; only the online rows go (Redis: the project's keys; SQLite: the
+    file, whose tables are then created again).
+    """
+    views = [v for v in store.list_feature_views() if v.online]
+    entities = store.list_entities()
+    provider = store._get_provider()
+    provider.teardown_infra(store.project, views, entities)
+    provider.update_infra(
+        store.project,
+        tables_to_delete=[],
+        tables_to_keep=views,
+        entities_to_delete=[],
+        entities_to_keep=entities,
+        partial=False,
+    )
+    return sorted(v.name for v in views)
 
 
 def source_path(view: Any) -> str | None:
