@@ -29,7 +29,7 @@ from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
 from serving import logs, v2
-from serving.deps import Authorized, ServiceState, State, in_scoring_slot
+from serving.deps import Authorized, FeedbackAuthorized, ServiceState, State, in_scoring_slot
 from serving.errors import install_handlers, is_protocol_path, problem
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
 from serving.metrics import ServiceMetrics
@@ -158,7 +158,7 @@ def _publish_monitoring(state: ServiceState) -> None:
         for view, seconds in state.features.materialized_until().items():
             state.metrics.feature_freshness.labels(view).set(seconds)
     except FeatureStoreUnavailable as error:
-        _log.warning("cannot read feature freshness: %s", error)
+        _log.warning("cannot read feature freshness: %s", error.detail)
     for alias in _WATCHED_ALIASES:
         try:
             version = resolve_alias(state.settings, alias)
@@ -262,7 +262,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     @app.exception_handler(FeatureStoreUnavailable)
     async def _store_down(request: Request, error: FeatureStoreUnavailable) -> JSONResponse:
         state.metrics.store_errors.inc()
-        _log.error("%s", error)
+        _log.error("%s", error.detail)  # the body names no host, port or driver message
         return problem(request.url.path, 503, str(error), {"Retry-After": "1"})
 
     app.add_exception_handler(ProtocolError, v2.protocol_error)
@@ -322,7 +322,11 @@ def _routes(app: FastAPI, contract: Contract) -> None:
     )(predict_batch)
 
     @app.post(
-        "/feedback", response_model=FeedbackResponse, responses=_ERRORS, dependencies=[Authorized], tags=["monitoring"]
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses=_ERRORS,
+        dependencies=[FeedbackAuthorized],
+        tags=["monitoring"],
     )
     async def feedback(request: FeedbackRequest, state: State) -> FeedbackResponse:
         """Confirmed labels of transactions scored earlier with a ``transaction_id``: live precision and recall.

@@ -15,7 +15,15 @@ _log = logging.getLogger("serving.features")
 
 
 class FeatureStoreUnavailable(RuntimeError):
-    """The online store could not be read; the request gets 503 and the next one tries again."""
+    """The online store could not be read; the request gets 503 and the next one tries again.
+
+    The message is what the client reads (what is wrong, not where); ``detail`` keeps the driver's error, with
+    its hosts and ports, for the log only.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException) -> None:
+        super().__init__(message)
+        self.detail = f"{message}: {type(cause).__name__}: {cause}"
 
 
 class OnlineFeatures:
@@ -54,9 +62,7 @@ class OnlineFeatures:
         except Exception as error:
             # Forget cached handles: a store that comes back may need a fresh connection or registry read.
             self._services.clear()
-            raise FeatureStoreUnavailable(
-                f"online feature store unavailable: {type(error).__name__}: {error}"
-            ) from error
+            raise FeatureStoreUnavailable("online feature store unavailable", cause=error) from error
         return result
 
     def record(self, event: CustomerEvent, *, account_created_ts: float | None) -> Recorded:
@@ -91,7 +97,7 @@ class OnlineFeatures:
         try:
             views = self._open().list_feature_views()
         except Exception as error:
-            raise FeatureStoreUnavailable(f"feature registry unavailable: {type(error).__name__}: {error}") from error
+            raise FeatureStoreUnavailable("feature registry unavailable", cause=error) from error
         # Views updated per transaction are not materialized: their freshness is the newest event written.
         return {
             view.name: view.most_recent_end_time.timestamp()

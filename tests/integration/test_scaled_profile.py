@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from support.servers import RedisServer, free_port
+from support.servers import PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -295,9 +295,14 @@ def test_service_scores_and_survives_the_online_store_going_down(
     down = predict()
     assert down.status_code == 503, down.text
     assert down.headers["retry-after"] == "1"
-    detail = down.json()["detail"]
-    assert detail.startswith("online feature store unavailable: ConnectionError"), detail
-    assert f"127.0.0.1:{redis_server.port}" in detail
+    # The body says what is wrong; where (host:port) and the driver's message are for the log only.
+    assert down.json()["detail"] == "online feature store unavailable", down.text
+    assert str(redis_server.port) not in down.text
+    assert "ConnectionError" not in down.text
+    logged = [line for line in service.logs().splitlines() if "online feature store unavailable: " in line]
+    assert logged, service.logs()
+    assert "ConnectionError" in logged[0]
+    assert f"127.0.0.1:{redis_server.port}" in logged[0]
     assert service.process.poll() is None
     assert httpx.get(service.url + "/v2/health/live", timeout=5).status_code == 200
     assert "feature_store_errors_total 1.0" in httpx.get(service.url + "/metrics", timeout=5).text
@@ -432,3 +437,68 @@ def _redis_keys(scaled_env: dict[str, str]) -> list[bytes]:
 
     host, port = scaled_env["FEAST_REDIS_CONNECTION"].split(":")
     return list(redis.Redis(host=host, port=int(port)).scan_iter(count=1000))
+
+
+def test_feast_registry_down_is_a_counted_503_and_a_clear_stage_error(
+    scaled_project: Any, scaled_env: dict[str, str], start_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_recipes.io import feature_store
+
+    # A Postgres of its own for the registry: the session one also holds MLflow's store, which must stay up.
+    registry_server = PostgresServer()
+    registry_server.start()
+    try:
+        admin = PostgresAdmin(registry_server.url)
+        admin.run('CREATE DATABASE "feast"')
+        env = {**scaled_env, "FEAST_REGISTRY_URL": admin.database_url("feast", driver="postgresql+psycopg")}
+        # The same definitions and project: Redis already holds their rows.
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = _project_settings(scaled_project)
+        store = feature_store.open_store(settings)
+        feature_store.apply_definitions(store, feature_store.load_definitions(settings.feature_repo_path))
+        del store
+        registry_server.kill()
+
+        # Started while the registry is down: the model loads (MLflow), every lookup is a counted 503.
+        service = start_service(
+            scaled_project,
+            env={
+                **env,
+                "PROMETHEUS_MULTIPROC_DIR": str(scaled_project.root / "prometheus-registry"),
+                "SERVING_UPDATE_CUSTOMER_FEATURES": "false",
+            },
+        )
+        service.wait_ready()
+        transaction = known_transaction(scaled_project)
+        down = httpx.post(service.url + "/predict", json=transaction, timeout=10)
+        assert down.status_code == 503, down.text
+        assert down.json()["detail"] == "online feature store unavailable", down.text
+        assert str(registry_server.port) not in down.text
+        assert "feature_store_errors_total 1.0" in httpx.get(service.url + "/metrics", timeout=5).text
+        assert "feature registry unavailable (feature_store.scaled.yaml): OperationalError" in service.logs()
+
+        # The registry returns: the same process scores again, no restart.
+        registry_server.start()
+        back = httpx.post(service.url + "/predict", json=transaction, timeout=10)
+        assert back.status_code == 200, back.text
+        assert back.json()["missing_features"] == []
+
+        # Down again under a running service: Feast serves the definitions it has cached (a refresh that fails
+        # keeps them), so scoring goes on; stages, which must write the registry, stop with a clear error.
+        registry_server.kill()
+        cached = httpx.post(service.url + "/predict", json=transaction, timeout=10)
+        assert cached.status_code == 200, cached.text
+        saved_env = dict(scaled_project.env)
+        scaled_project.env.update(env)
+        try:
+            stage = scaled_project.run("mlops", "features", check=False)
+        finally:
+            scaled_project.env.clear()
+            scaled_project.env.update(saved_env)
+        assert stage.returncode == 1, stage.stdout + stage.stderr
+        assert "feature registry unavailable (feature_store.scaled.yaml): OperationalError" in stage.stderr
+        assert "Traceback" not in stage.stderr
+        assert service.process.poll() is None
+    finally:
+        registry_server.stop()

@@ -52,7 +52,16 @@ def open_store(settings: Settings) -> FeatureStore:
         raise FeatureStoreError(f"{config.name} needs environment variable(s) that are not set: {', '.join(unset)}")
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(repo), fs_yaml_file=config)
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=config)
+    try:
+        # Feast connects its registry on first use (the SQL registry: Postgres); connect now, so that a registry
+        # out of reach fails here with its name, not as a driver error in the middle of a stage or a request.
+        store.registry  # noqa: B018 - the property creates (connects) the registry
+    except Exception as error:
+        raise FeatureStoreError(
+            f"feature registry unavailable ({config.name}): {type(error).__name__}: {error}"
+        ) from error
+    return store
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -134,7 +143,7 @@ def apply_definitions(
 
 
 def _registered(store: FeatureStore) -> Definitions:
-    """What the registry holds now (read past its cache); nothing for a project never applied."""
+    """What the registry holds now (read past its cache); empty lists for a project never applied."""
     registry, project = store.registry, store.project
     try:
         return Definitions(
@@ -143,8 +152,8 @@ def _registered(store: FeatureStore) -> Definitions:
             feature_views=registry.list_feature_views(project, allow_cache=False),
             feature_services=registry.list_feature_services(project, allow_cache=False),
         )
-    except Exception:  # a registry without this project yet (first apply) has nothing to compare
-        return Definitions(entities=[], data_sources=[], feature_views=[], feature_services=[])
+    except Exception as error:  # a project never applied lists nothing; an error is the registry's
+        raise FeatureStoreError(f"feature registry unavailable: {type(error).__name__}: {error}") from error
 
 
 def service_definition(service: Any, definitions: Definitions) -> list[str]:
