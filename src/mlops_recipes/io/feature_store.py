@@ -252,16 +252,32 @@ def source_path(view: Any) -> str | None:
     return str(path) if path else None
 
 
-def feature_references(store: FeatureStore, service_name: str) -> list[str]:
-    """``view:feature`` references of a feature service, in its declared order."""
+class FeatureServiceMissing(FeatureStoreError):
+    """The registry has no feature service of that name."""
+
+
+def feature_service(store: FeatureStore, service_name: str, *, refresh: bool = False) -> Any:
+    """The registered feature service, or :class:`FeatureServiceMissing`.
+
+    ``refresh``: when it is not found, refresh the registry cache and ask once more (a running process may hold a
+    registry read before the service was applied). Other errors (a registry out of reach) propagate as they are.
+    """
     from feast.errors import FeatureServiceNotFoundException
 
     try:
-        service = store.get_feature_service(service_name)
+        return store.get_feature_service(service_name)
     except FeatureServiceNotFoundException:
-        raise FeatureStoreError(
-            f"feature service {service_name!r} is not registered; run the features stage (mlops features)"
-        ) from None
+        if not refresh:
+            raise FeatureServiceMissing(
+                f"feature service {service_name!r} is not registered; run the features stage (mlops features)"
+            ) from None
+    store.refresh_registry()  # type: ignore[no-untyped-call]
+    return feature_service(store, service_name)
+
+
+def feature_references(store: FeatureStore, service_name: str) -> list[str]:
+    """``view:feature`` references of a feature service, in its declared order."""
+    service = feature_service(store, service_name)
     return [
         f"{projection.name_alias or projection.name}:{feature.name}"
         for projection in service.feature_view_projections
@@ -295,9 +311,10 @@ def historical_features(
     return pd.concat(parts, ignore_index=True) if parts else entity_df.iloc[0:0]
 
 
-def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service_name: str) -> dict[str, list[Any]]:
-    """Online lookup of the service's features for the given entity keys."""
-    service = store.get_feature_service(service_name)
+def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service: Any) -> dict[str, list[Any]]:
+    """Online lookup of a feature service's features (its name, or the object a caller keeps) for entity keys."""
+    if isinstance(service, str):
+        service = feature_service(store, service)
     response = store.get_online_features(features=service, entity_rows=entity_rows)
     result: dict[str, list[Any]] = response.to_dict()
     return result
@@ -315,9 +332,42 @@ def per_transaction_views(store: FeatureStore) -> list[str]:
     return sorted(v.name for v in store.list_feature_views() if v.tags.get("refresh") == PER_TRANSACTION)
 
 
+def _is_batch(view: Any) -> bool:
+    return bool(view.online) and view.tags.get("refresh") != PER_TRANSACTION
+
+
 def batch_views(store: FeatureStore) -> list[str]:
     """Names of the online views that batch materialization loads (every one not updated per transaction)."""
-    return sorted(v.name for v in store.list_feature_views() if v.online and v.tags.get("refresh") != PER_TRANSACTION)
+    return sorted(v.name for v in store.list_feature_views() if _is_batch(v))
+
+
+def materialized_until(store: FeatureStore) -> dict[str, float]:
+    """Per batch view, the end of its latest materialization (Unix seconds); never-materialized views are absent.
+
+    Read from the registry cache (``cache_ttl_seconds``), so a running process sees new runs. Views updated per
+    transaction are not materialized: their freshness is the newest event written.
+    """
+    return {
+        view.name: view.most_recent_end_time.timestamp()
+        for view in store.list_feature_views()
+        if _is_batch(view) and view.most_recent_end_time is not None
+    }
+
+
+def batch_sources(store: FeatureStore) -> dict[str, str | None]:
+    """Per batch view, the Parquet path behind it (None for a source that is not a file)."""
+    return {view.name: source_path(view) for view in store.list_feature_views() if _is_batch(view)}
+
+
+def materialize_incremental(store: FeatureStore, *, end: dt.datetime) -> list[str]:
+    """Load the batch views' rows from each one's last materialization up to ``end``; returns the views.
+
+    Only batch views: a batch row would overwrite a fresher per-transaction one (see :data:`PER_TRANSACTION`).
+    """
+    views = batch_views(store)
+    if views:
+        store.materialize_incremental(end_date=end, feature_views=views)
+    return views
 
 
 def materialize_batch_views(
