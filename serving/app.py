@@ -24,7 +24,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlops_recipes.contract import EVENT_TIME, Contract
-from mlops_recipes.io import customer_events
 from mlops_recipes.io.models import resolve_alias
 from mlops_recipes.io.registry import CHALLENGER, CHAMPION
 from mlops_recipes.settings import Settings
@@ -230,7 +229,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         ),
         features=OnlineFeatures(
             settings,
-            update_customers=serving.update_customer_features and customer_events.supports(settings.contract()),
+            update_customers=serving.update_customer_features,
         ),
         contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from mlops_recipes.io import feature_store
-from mlops_recipes.io.customer_events import CustomerEvent, CustomerUpdates, Recorded
+from mlops_recipes.io.customer_events import CustomerEvent, CustomerKey, CustomerUpdates, Recorded
 from mlops_recipes.io.models import ModelLoadError
 from mlops_recipes.settings import Settings
 
@@ -74,7 +74,7 @@ class OnlineFeatures:
             self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
         return recorded
 
-    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+    def row_before(self, customer_id: CustomerKey, time_us: int) -> dict[str, float] | None:
         """The customer's row as of just before ``time_us`` (see :meth:`CustomerUpdates.row_before`)."""
         return self._customer_updates().row_before(customer_id, time_us)
 

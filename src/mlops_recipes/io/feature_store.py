@@ -370,15 +370,9 @@ def materialize_incremental(store: FeatureStore, *, end: dt.datetime) -> list[st
     return views
 
 
-def materialize_batch_views(
-    store: FeatureStore, *, start: dt.datetime, end: dt.datetime, include_per_transaction: bool = False
-) -> list[str]:
-    """:func:`materialize` restricted to :func:`batch_views` (or every online view); returns their names."""
-    views = (
-        sorted(v.name for v in store.list_feature_views() if v.online)
-        if include_per_transaction
-        else batch_views(store)
-    )
+def materialize_batch_views(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> list[str]:
+    """:func:`materialize` restricted to :func:`batch_views`; returns their names."""
+    views = batch_views(store)
     if views:
         store.materialize(start_date=start, end_date=end, feature_views=views)
     return views
@@ -393,12 +387,18 @@ class OnlineRowWriter:
     """
 
     def __init__(self, store: FeatureStore, view_name: str) -> None:
+        from feast import ValueType
         from feast.types import Int64
 
         self._store = store
         self._view = store.get_feature_view(view_name)
         (self._join_key,) = self._view.join_keys
+        (entity_name,) = self._view.entities
+        self._string_keys = store.get_entity(entity_name).value_type == ValueType.STRING  # the contract's id type
         self._ints = {f.name for f in self._view.features if f.dtype == Int64}
+        # A row may hold more than the view declares (the account age, for data without account dates): only
+        # the view's features are written.
+        self._features = {f.name for f in self._view.features}
         self.view_name = view_name
         self._provider = store._get_provider()
         if getattr(store.config.online_store, "type", None) == "sqlite":
@@ -409,17 +409,19 @@ class OnlineRowWriter:
             online_store: Any = self._provider.online_store
             online_store._get_conn(store.config).execute("PRAGMA synchronous=NORMAL")
 
-    def __call__(self, rows: Sequence[tuple[int, dt.datetime, dict[str, float]]]) -> None:
+    def __call__(self, rows: Sequence[tuple[int | str, dt.datetime, dict[str, float]]]) -> None:
         """Write ``(entity key, event timestamp, {feature: value})`` rows."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
         data: list[tuple[Any, dict[str, Any], dt.datetime, dt.datetime | None]] = []
         for key, stamp, values in rows:
-            entity = EntityKey(join_keys=[self._join_key], entity_values=[Value(int64_val=int(key))])
+            key_value = Value(string_val=str(key)) if self._string_keys else Value(int64_val=int(key))
+            entity = EntityKey(join_keys=[self._join_key], entity_values=[key_value])
             protos = {
                 name: Value(int64_val=int(value)) if name in self._ints else Value(double_val=float(value))
                 for name, value in values.items()
+                if name in self._features
             }
             data.append((entity, protos, stamp, None))
         # The provider is Feast's own (local provider: the configured online store); no public call skips pandas.

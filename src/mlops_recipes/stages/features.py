@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlops_recipes.contract import CUSTOMER, EVENT_TIME, MERCHANT
 from mlops_recipes.core.aggregates import customer_stats, merchant_stats
-from mlops_recipes.io import customer_events, feature_store
+from mlops_recipes.io import feature_store
 from mlops_recipes.io.customer_events import CustomerUpdates
 from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
@@ -38,11 +38,8 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     applied = feature_store.apply_definitions(store, definitions, users=lambda: _services_in_use(settings))
     start = min(t[EVENT_TIME].min() for t in tables.values()).to_pydatetime()
     end = max(t[EVENT_TIME].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
-    logged = customer_events.supports(settings.contract())
-    materialized = feature_store.materialize_batch_views(
-        store, start=start, end=end, include_per_transaction=not logged
-    )
-    customers = CustomerUpdates(store).rebuild(transactions) if logged else {"skipped": "contract not supported"}
+    materialized = feature_store.materialize_batch_views(store, start=start, end=end)
+    customers = CustomerUpdates(store).rebuild(transactions)
     online_check = _check_online(store, tables, params.features.service)
 
     summary = {
