@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from mlops_recipes.contract import Contract
+from mlops_recipes.observability import UNMATCHED_ROUTE
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
@@ -54,7 +55,7 @@ def _check_key(request: Request, state: ServiceState, expected: SecretStr | None
         return
     given = request.headers.get("x-api-key", "")
     if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        route = getattr(request.scope.get("route"), "path", UNMATCHED_ROUTE)
         state.metrics.key_refusals.labels(route).inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid X-API-Key")
 
