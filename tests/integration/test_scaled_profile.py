@@ -458,6 +458,9 @@ def test_feast_registry_down_is_a_counted_503_and_a_clear_stage_error(
         store = feature_store.open_store(settings)
         feature_store.apply_definitions(store, feature_store.load_definitions(settings.feature_repo_path))
         del store
+        # The test server commits asynchronously (synchronous_commit=off): a SIGKILL right after the apply could
+        # lose its last commits, so write them out first. The crash itself stays a crash.
+        admin.run("CHECKPOINT")
         registry_server.kill()
 
         # Started while the registry is down: the model loads (MLflow), every lookup is a counted 503.
@@ -481,7 +484,7 @@ def test_feast_registry_down_is_a_counted_503_and_a_clear_stage_error(
         # The registry returns: the same process scores again, no restart.
         registry_server.start()
         back = httpx.post(service.url + "/predict", json=transaction, timeout=10)
-        assert back.status_code == 200, back.text
+        assert back.status_code == 200, back.text + "\n" + service.logs()[-4000:]
         assert back.json()["missing_features"] == []
 
         # Down again under a running service: Feast serves the definitions it has cached (a refresh that fails
