@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         process=ProcessSampler(metrics),
     )
     app = FastAPI(
-        title="mlops-recipes fraud scoring",
+        title="MLOps Recipes fraud scoring",
         summary="Scores card transactions with the registry's champion model and online features.",
         version="1",
         lifespan=_lifespan,
