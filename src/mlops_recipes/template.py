@@ -71,10 +71,10 @@ def rename_text(text: str, mapping: Mapping[str, str]) -> str:
 
 
 def variant_pattern(name: str) -> re.Pattern[str]:
-    """Any spelling of ``name``: any case, its separators swapped for '-', '_', '.' (' ' if it has one) or none."""
+    """Any spelling of ``name`` as a token: any case, separators '-', '_', '.' (' ' if it has one) or none."""
     separators = _VARIANT_SEPARATORS_WITH_SPACE if " " in name else _VARIANT_SEPARATORS
     words = re.split(r"[-_. ]", name)
-    return re.compile(separators.join(re.escape(word) for word in words), re.IGNORECASE)
+    return re.compile(_BEFORE + separators.join(re.escape(word) for word in words) + _AFTER, re.IGNORECASE)
 
 
 def uncovered(text: str, names: Iterable[str]) -> list[str]:

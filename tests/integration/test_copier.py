@@ -13,7 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,22 +128,53 @@ def rendered(template: Path, project_at: Callable[[Path], Any]) -> Any:
     return project
 
 
-@pytest.fixture(scope="module")
-def ran(rendered: Any) -> subprocess.CompletedProcess[str]:
-    """`make run` in the rendered project (tiny params), which also installs its locked environment."""
-    rendered.shrink_params()
-    env = {k: v for k, v in rendered.env.items() if k != "VIRTUAL_ENV"}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
-    return subprocess.run(
-        ["make", "run", f"UV={_uv()}"], cwd=rendered.root, env=env, capture_output=True, text=True, check=False
-    )
-
-
 def _uv() -> str:
     """The uv this suite runs with (the same cache, so the install is a local copy)."""
     found = os.environ.get("UV") or shutil.which("uv") or str(REPO_ROOT / ".tools" / "bin" / "uv")
     assert Path(found).exists() or shutil.which(found), f"uv not found ({found}): set UV to its path"
     return found
+
+
+def _own_env(project: Any) -> dict[str, str]:
+    """The project's tools in its own environment (not this suite's), uv's Python downloads off."""
+    env = {k: v for k, v in project.env.items() if k != "VIRTUAL_ENV"}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(rendered: Any) -> Any:
+    """The rendered project with its locked environment (`make install`, the first step of `make run`)."""
+    rendered.run("make", "install", f"UV={_uv()}")
+    return rendered
+
+
+@dataclass
+class Background:
+    """A command running in the background, its output going to ``log``."""
+
+    process: subprocess.Popen[str]
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def make_run(installed: Any) -> Iterator[Background]:
+    """`make run` (tiny params) started in the background: the unit tests run meanwhile, on the other core."""
+    installed.shrink_params()
+    log = installed.root.parent / "make-run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["make", "run", f"UV={_uv()}"],
+            cwd=installed.root,
+            env=_own_env(installed),
+            stdout=out,
+            stderr=out,
+            text=True,
+        )
+    yield Background(process, log)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def test_the_render_is_the_repository_with_the_answers_names(template: Path, rendered: Any) -> None:
@@ -180,27 +212,28 @@ def test_compose_config_is_valid_with_the_example_env(rendered: Any, tool_compos
     assert {"acme-risk-app:local", "acme-risk-mlflow:local"} <= images
 
 
-def test_make_run_passes_with_the_answers_names(ran: subprocess.CompletedProcess[str]) -> None:
-    assert ran.returncode == 0, f"make run exited {ran.returncode}\n{ran.stdout[-4000:]}\n{ran.stderr[-4000:]}"
-    assert "model: acme-scorer" in ran.stdout
-    assert "features acme_features_v2" in ran.stdout
-
-
-def test_the_rendered_unit_tests_pass(rendered: Any, ran: subprocess.CompletedProcess[str]) -> None:
-    assert ran.returncode == 0, "make run failed: see test_make_run_passes_with_the_answers_names"
-    env = {k: v for k, v in rendered.env.items() if k != "VIRTUAL_ENV"}
-
+def test_the_rendered_unit_tests_pass(installed: Any, make_run: Background) -> None:
     result = subprocess.run(
         [_uv(), "run", "--locked", "--no-sync", "pytest", "-m", "unit", "-q", "-p", "no:cacheprovider", "tests/unit"],
-        cwd=rendered.root,
-        env=env,
+        cwd=installed.root,
+        env=_own_env(installed),
         capture_output=True,
         text=True,
+        timeout=600,
         check=False,
     )
 
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+def test_make_run_passes_with_the_answers_names(make_run: Background) -> None:
+    code = make_run.process.wait(timeout=600)
+
+    output = make_run.log.read_text()
+    assert code == 0, f"make run exited {code}\n{output[-6000:]}"
+    assert "model: acme-scorer" in output
+    assert "features acme_features_v2" in output
 
 
 def test_the_default_answers_reproduce_the_repository(template: Path) -> None:
