@@ -33,12 +33,15 @@ def template_names() -> dict[str, str]:
 
 def project_files() -> list[Path]:
     """What the template would copy: the tracked files plus new ones not ignored (another branch's, unmerged)."""
-    listed = subprocess.run(
+    result = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO_ROOT,
         capture_output=True,
-        check=True,
-    ).stdout.decode()
+        check=False,
+    )
+    if result.returncode != 0:  # a fresh render before `git init`
+        pytest.fail(f"these checks list the project's files with git: git init first ({result.stderr.decode()})")
+    listed = result.stdout.decode()
     names = sorted(set(listed.split("\0")) - {"", ANSWERS_FILE})
     return [Path(name) for name in names if (REPO_ROOT / name).is_file()]
 
