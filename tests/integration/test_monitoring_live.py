@@ -42,6 +42,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
     ]
 
 
+def is_stream_query(expr: str) -> bool:
+    """Queries of the stream scorer's figures: test_streaming.py checks them against a running scorer."""
+    return "stream" in expr
+
+
 def test_both_dashboards_are_found() -> None:
     # The live check below would pass vacuously on an empty glob.
     assert {"fraud-serving.json", "fraud-model.json"} <= {path.name for path in DASHBOARDS}
@@ -79,7 +84,11 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
     unknown = {"customer_id": 9_999_999, "merchant_id": 1, "amount": 30.0, "channel": "pos"}
 
     deadline = time.monotonic() + 90
-    pending = dashboard_queries() + [(rule["record"], rule["record"]) for rule in _recording_rules()]
+    pending = [
+        (title, expr)
+        for title, expr in dashboard_queries() + [(rule["record"], rule["record"]) for rule in _recording_rules()]
+        if not is_stream_query(expr)
+    ]
     round_ = 0
     while pending and time.monotonic() < deadline:
         round_ += 1

@@ -59,16 +59,19 @@ class Scorer:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def wait_metrics(self, timeout: float = 180.0) -> None:
-        def up() -> bool:
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until its /metrics says a model is loaded (then it reads the stream)."""
+
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"scorer exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                return httpx.get(self.url + "/metrics", timeout=1).status_code == 200
+                text = httpx.get(self.url + "/metrics", timeout=1).text
             except httpx.TransportError:
                 return False
+            return any(line.startswith("model_info{") and line.endswith(" 1.0") for line in text.splitlines())
 
-        _wait_for(up, timeout, f"/metrics of scorer {self.consumer}", self.logs)
+        _wait_for(ready, timeout, f"scorer {self.consumer} with a model", self.logs)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -160,7 +163,7 @@ def scorers(copies: tuple[Any, Any], streams: Streams, redis_server: Any) -> Ite
 @pytest.fixture(scope="module")
 def scorer(scorers: Callable[[str], Scorer]) -> Scorer:
     started = scorers("a")
-    started.wait_metrics()
+    started.wait_ready()
     return started
 
 
@@ -242,8 +245,8 @@ def test_kill_9_mid_batch_loses_nothing_and_counts_nothing_twice(
     from mlops_recipes.settings import Settings
 
     victim = scorers("victim")
-    victim.wait_metrics()
-    customers = [1 + i % 25 for i in range(400)]
+    victim.wait_ready()
+    customers = [1 + i % 25 for i in range(600)]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     bodies = [
         {"transaction_id": f"kill-{i}", "customer_id": c, "merchant_id": 1 + i % 9, "amount": 3.0 + i % 50,
@@ -311,6 +314,33 @@ def test_hot_swap_mid_stream_loses_no_message(
     assert versions[0] == old.version
     assert versions[-1] == new.version
     assert versions == sorted(versions, key=lambda v: v == new.version)
+
+
+def test_stream_dashboard_queries_and_rules_return_data(
+    streams: Streams, scorer: Scorer, bodies: list[dict[str, Any]], start_prometheus: Any
+) -> None:
+    import yaml
+    from test_monitoring_live import MONITORING, dashboard_queries, is_stream_query
+
+    rules = MONITORING / "prometheus" / "rules" / "stream.yml"
+    recorded = [r["record"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"] if "record" in r]
+    prometheus = start_prometheus([rules], scorer.url.removeprefix("http://"), job="fraud-stream")
+    pending = [(t, e) for t, e in dashboard_queries() if is_stream_query(e)] + [(r, r) for r in recorded]
+    assert len(pending) >= 8
+    deadline, round_ = time.monotonic() + 60, 0
+    while pending and time.monotonic() < deadline:
+        round_ += 1
+        streams.publish([{**b, "transaction_id": f"dash-{round_}-{i}"} for i, b in enumerate(bodies[:5])])
+        time.sleep(1)
+        still = []
+        for title, expr in pending:
+            response = prometheus.query(expr)
+            if response is None or not response["data"]["result"]:
+                still.append((title, expr))
+            else:
+                assert response["status"] == "success", (title, expr, response)
+        pending = still
+    assert not pending, f"queries without data after 60 s: {pending}"
 
 
 def test_sigterm_finishes_and_exits_0(streams: Streams, scorer: Scorer) -> None:
