@@ -206,7 +206,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     figures = {"predict": predict, "stream": stream, "cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}
-    print(  # noqa: T201 - a benchmark's report
+    print(
         f"/predict, 1 worker, {CLIENTS} clients: {predict['per_s']:.0f} decisions/s "
         f"(p50 {predict['p50_ms']:.1f} ms, p99 {predict['p99_ms']:.1f} ms per request)\n"
         f"stream, 1 scorer, backlog of {stream['rows']}: {stream['per_s']:.0f} decisions/s\n"
