@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -161,6 +162,8 @@ class StreamScorer:
             "stream scorer starting",
             extra={"stream": self.stream.input, "group": self.stream.group, "consumer": self.stream.consumer},
         )
+        # The model is called on NumPy rows in signature order, as in the service: no warning per call.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
         try:
             self._wait_for_model()
             while not self._stop.is_set():
