@@ -47,6 +47,7 @@ from mlops_recipes.io import customer_events
 from mlops_recipes.settings import Settings
 from serving import logs
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
+from serving.lifespan import freeze_heap
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel, ModelManager, ModelNotReady
 from serving.monitoring import LiveMonitor
@@ -189,7 +190,9 @@ class StreamScorer:
         def warm_up(model: LoadedModel) -> None:
             self.features.warm_up(model.feature_service, self.contract.placeholder_keys())
 
-        self.models.refresh(warm_up)
+        previous = self.models.current
+        if self.models.refresh(warm_up):
+            freeze_heap(collect=previous is not None)  # as the service: no full GC pass over the libraries
         self._next["model"] = time.monotonic() + self.serving.poll_interval_s
         return self.models.current
 
