@@ -89,7 +89,12 @@ def predict_throughput(root: Path, bodies: list[dict[str, Any]]) -> dict[str, fl
             return False
 
     try:
-        wait_until(ready, 300, "the service")
+        try:
+            wait_until(ready, 600, "the service")
+        except SystemExit:
+            log.flush()
+            print((root / "bench-service.log").read_text()[-3000:], file=sys.stderr)
+            raise
         chunks = [bodies[i::CLIENTS] for i in range(CLIENTS)]  # each client keeps its customers' order
 
         def client(chunk: list[dict[str, Any]]) -> list[float]:
@@ -173,7 +178,9 @@ def stream_figures(root: Path, redis_port: int, bodies: list[dict[str, Any]]) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, required=True, help="a trained project folder (only copied)")
+    parser.add_argument(
+        "--project", type=Path, required=True, help="a trained project folder, its MLflow artifacts in place (copied)"
+    )
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
