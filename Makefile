@@ -107,6 +107,10 @@ bench-monitoring: install ## Cost of drift and label monitoring per request, nex
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
 	@$(RUN) python bench/serving.py
 
+.PHONY: bench-stream
+bench-stream: install ## Stream scorer decisions/s and event-to-decision p50/p99 next to /predict (PROJECT=trained folder)
+	@$(RUN) python bench/stream.py --project $(or $(PROJECT),$(CURDIR))
+
 .PHONY: clean
 clean: ## Remove generated data, stores, reports and caches (keeps .venv and the DVC remote)
 	rm -rf data artifacts metrics plots reports dvc_plots mlflow.db mlruns mlartifacts

@@ -194,7 +194,7 @@ def main() -> int:
         copies = []
         for name in ("predict", "stream"):
             target = workdir / name
-            shutil.copytree(args.project, target, ignore=shutil.ignore_patterns("*.log"))
+            shutil.copytree(args.project, target, ignore=shutil.ignore_patterns("*.log", ".venv", ".git", ".tools", "cache"))
             copies.append(target)
         settings = Settings(project_root=copies[0])
         contract = settings.contract()
