@@ -194,7 +194,8 @@ def main() -> int:
         copies = []
         for name in ("predict", "stream"):
             target = workdir / name
-            shutil.copytree(args.project, target, ignore=shutil.ignore_patterns("*.log", ".venv", ".git", ".tools", "cache"))
+            skipped = shutil.ignore_patterns("*.log", ".venv", ".git", ".tools", "cache")  # a checkout as PROJECT
+            shutil.copytree(args.project, target, ignore=skipped)
             copies.append(target)
         settings = Settings(project_root=copies[0])
         contract = settings.contract()
