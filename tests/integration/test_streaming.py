@@ -4,7 +4,7 @@ Two copies of the trained project in the same state: the stream scorer works on 
 its per-transaction customer updates) on the other. The same transactions, in the same order, give the same
 decisions. Then, on the stream copy: poison messages to the dead letters, a scorer killed with ``kill -9``
 mid-batch while another shares the stream (its messages claimed, nothing lost, nothing decided or counted twice),
-SIGTERM → exit 0, and a hot swap mid-stream.
+a hot swap mid-stream, the dashboard's stream queries, Redis killed and restarted empty, and SIGTERM → exit 0.
 
 Cost: one project copy each (a few seconds), one service and two scorer processes (each ~5-10 s to start on an idle
 machine, as the service: imports, model load, store warm-up); the streams are a few hundred messages.
@@ -344,6 +344,23 @@ def test_stream_dashboard_queries_and_rules_return_data(
                 assert response["status"] == "success", (title, expr, response)
         pending = still
     assert not pending, f"queries without data after 60 s: {pending}"
+
+
+def test_redis_down_the_scorer_waits_and_resumes_by_itself(
+    streams: Streams, scorer: Scorer, bodies: list[dict[str, Any]], redis_server: Any, scrape: Any
+) -> None:
+    errors_before = scrape(scorer).value("stream_redis_errors_total")
+    redis_server.kill()  # a crash: the restarted server is empty (no persistence), the group is gone too
+    try:
+        _wait_for(lambda: scrape(scorer).value("stream_redis_errors_total") > errors_before, 30, "errors counted")
+        assert scorer.process.poll() is None, scorer.logs()[-3000:]
+    finally:
+        redis_server.start()
+    after = [{**b, "transaction_id": f"after-restart-{i}"} for i, b in enumerate(bodies[:5])]
+    streams.publish(after)
+    decided = lambda: len(_ids(streams, "after-restart-")) == len(after)  # noqa: E731
+    _wait_for(decided, 90, "decisions after the restart", scorer.logs)
+    assert "creating it" in scorer.logs()  # the group re-created on the empty server
 
 
 def test_sigterm_finishes_and_exits_0(streams: Streams, scorer: Scorer) -> None:
