@@ -143,9 +143,13 @@ def send(
     rate: float | None = None,
     labels: bool = False,
     api_key: str | None = None,
+    feedback_api_key: str | None = None,
     timeout: float = 10.0,
 ) -> TrafficSummary:
-    """Score ``transactions`` in batches (at most ``rate`` rows/s), then send their labels if asked."""
+    """Score ``transactions`` in batches (at most ``rate`` rows/s), then send their labels if asked.
+
+    Labels go with ``feedback_api_key`` (the service's SERVING_FEEDBACK_API_KEY), else with ``api_key``.
+    """
     base = url.rstrip("/")
     failed = flagged = matched = 0
     scored: list[dict[str, Any]] = []
@@ -167,7 +171,8 @@ def send(
     if labels:
         for chunk in _chunks(scored, batch):
             body = {"labels": [{TRANSACTION_ID: t[TRANSACTION_ID], LABEL: t[LABEL]} for t in chunk]}
-            matched += _post(f"{base}/feedback", body, api_key=api_key, timeout=timeout)["matched"]
+            labels_key = feedback_api_key or api_key
+            matched += _post(f"{base}/feedback", body, api_key=labels_key, timeout=timeout)["matched"]
     return TrafficSummary(sent=len(scored), failed_requests=failed, flagged=flagged, labels_matched=matched)
 
 
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraud-multiplier", type=float, default=1.0, help="drift: more (or less) fraud")
     parser.add_argument("--labels", action="store_true", help="then send the generated outcomes to /feedback")
     parser.add_argument("--api-key", default=None, help="X-API-Key, if the service requires one")
+    parser.add_argument("--feedback-api-key", default=None, help="X-API-Key for /feedback, if it has its own")
     args = parser.parse_args(argv)
 
     drift = DriftParams(
@@ -196,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     contract = settings.contract()
     recent = recent_transactions(settings, contract, days=args.days)
     transactions = live_transactions(recent, drift, contract, rows=args.rows, seed=args.seed)
-    summary = send(args.url, transactions, batch=args.batch, rate=args.rate, labels=args.labels, api_key=args.api_key)
+    summary = send(
+        args.url,
+        transactions,
+        batch=args.batch,
+        rate=args.rate,
+        labels=args.labels,
+        api_key=args.api_key,
+        feedback_api_key=args.feedback_api_key,
+    )
     print(  # noqa: T201 - a command-line tool
         f"sent {summary.sent} transactions ({summary.flagged} flagged as fraud), "
         f"{summary.failed_requests} failed requests, {summary.labels_matched} labels matched"
