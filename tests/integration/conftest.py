@@ -79,11 +79,9 @@ class ServiceProcess:
 
 
 @pytest.fixture(scope="session")
-def trained_project(project_factory: Callable[[str, dict[str, Any]], Any]) -> Any:
+def trained_project(trained_copy: Callable[[str], Any]) -> Any:
     """A project copy after `dvc repro`: a champion in its MLflow store, features in its online store."""
-    project = project_factory("serving", {})
-    project.run("dvc", "repro")
-    return project
+    return trained_copy("serving")
 
 
 @pytest.fixture
