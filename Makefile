@@ -12,6 +12,9 @@ endif
 RUN := $(UV) run --locked --no-sync
 
 PYTEST_ARGS ?=
+# Test processes for `make test` (pytest-xdist, whole modules per process: their fixtures stay shared). Most
+# integration tests wait on the subprocesses they start (dvc, uvicorn, Prefect), so 2 cores keep 3 busy.
+TEST_WORKERS ?= 3
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
@@ -31,8 +34,8 @@ run: install ## Run the whole pipeline (dvc repro) on embedded defaults, then sh
 	@$(RUN) mlops summary
 
 .PHONY: test
-test: install ## Run the test suite: unit, then integration (what CI runs)
-	@$(RUN) pytest $(PYTEST_ARGS)
+test: install ## Run the test suite (unit and integration, TEST_WORKERS processes): what CI runs
+	@$(RUN) pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Run only the fast unit tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -266,14 +267,27 @@ def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
 
 
 @pytest.fixture(scope="session")
-def trained_template(project_factory: Callable[[str, dict[str, Any]], Project]) -> Project:
-    """The session's one `dvc repro` on the tiny defaults; tests get copies of it (``trained_copy``), never it.
+def trained_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Project:
+    """The run's one `dvc repro` on the tiny defaults; tests get copies of it (``trained_copy``), never it.
 
+    Under pytest-xdist the workers share it: the first to need it trains it in the run's common temporary folder
+    while the others wait on a lock, then all copy from it (a second `dvc repro` would cost each worker 50 CPU-s).
     ``first_repro`` keeps what that run printed (every stage ran) for the tests that check the first run.
     """
-    project = project_factory("trained-template", {})
-    result = project.run("dvc", "repro")
-    project.first_repro = result.stdout + result.stderr
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # xdist: each worker's basetemp is a child of the run's
+        shared = shared.parent
+    root = shared / "trained-template"
+    printed = shared / "trained-template.first-repro.txt"
+    with (shared / "trained-template.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the template is complete: waiters never see half of it
+        if not printed.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half-way
+            project = make_project(root, merge(TINY_PARAMS, {}))
+            result = project.run("dvc", "repro")
+            printed.write_text(result.stdout + result.stderr)
+    project = Project(root)
+    project.first_repro = printed.read_text()
     return project
 
 
