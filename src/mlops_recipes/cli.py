@@ -11,8 +11,9 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io.files import read_json
-from mlops_recipes.params import ParamsError, json_schema, load_params
+from mlops_recipes.params import json_schema, load_params
 from mlops_recipes.settings import Settings
 
 STAGES = ("ingest", "validate", "features", "dataset", "train", "evaluate", "register")
@@ -190,29 +191,6 @@ def _contract(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from mlops_recipes.contract import ContractError
-    from mlops_recipes.core.conform import ContractMismatchError
-    from mlops_recipes.core.schema import DataValidationError
-    from mlops_recipes.core.split import SplitError
-    from mlops_recipes.io.feature_store import FeatureStoreError
-    from mlops_recipes.io.registry import RegistryError
-    from mlops_recipes.stages.register import GateRejected
-
-    return (
-        ParamsError,
-        ContractError,
-        ContractMismatchError,
-        DataValidationError,
-        SplitError,
-        FeatureStoreError,
-        RegistryError,
-        GateRejected,
-        FileNotFoundError,
-        KeyError,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 a reported error, 2 a usage error)."""
     args = _parser().parse_args(argv)
@@ -223,8 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _dispatch(args, Settings())
-    except _known_errors() as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    except ReportedError as error:  # anything else is a bug: it surfaces with its traceback
+        # args[0], not str(): a reported KeyError would print its message in quotes.
+        message = error.args[0] if error.args else error
         print(f"error: {message}", file=sys.stderr)  # noqa: T201
         return 1
 

@@ -43,12 +43,13 @@ import numpy as np
 
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
 from mlops_recipes.core.aggregates import customer_row, longest_window_us
+from mlops_recipes.errors import ReportedError
 
 # What a writer does with a computed row: (customer_id, stamp, row). The Feast write in production.
 RowWriter = Callable[[Sequence[tuple[int, dt.datetime, dict[str, float]]]], None]
 
 
-class EventLogError(RuntimeError):
+class EventLogError(ReportedError, RuntimeError):
     """The event log could not be read or written (store down, lock not obtained in time)."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(ReportedError, RuntimeError):
     """The feature repository or a store could not be used."""
 
 
@@ -102,6 +103,8 @@ def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str
         "feature_views": {fv.name for fv in definitions.feature_views},
         "entities": {e.name for e in definitions.entities},
     }
+    from feast.errors import ProjectNotFoundException
+
     stale: list[Any] = []
     registry = store.registry
     try:
@@ -110,8 +113,9 @@ def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str
         stale += [
             o for o in registry.list_entities(project) if o.name not in declared["entities"] and o.name != "__dummy"
         ]
-    except Exception:
+    except ProjectNotFoundException:  # a registry that has never seen this project holds nothing stale
         stale = []
+    # Anything else (a registry that cannot be read or parsed) propagates: applying over it could lose objects.
     store.apply(definitions.all(), objects_to_delete=stale, partial=False)
     return {
         "applied": sorted(declared["feature_views"] | declared["feature_services"] | declared["entities"]),

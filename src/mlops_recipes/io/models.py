@@ -16,12 +16,13 @@ import numpy as np
 
 from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference, DriftWindow
 from mlops_recipes.core.request_features import model_features
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
 
 _log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ReportedError, RuntimeError):
     """A model version could not be loaded or failed a check.
 
     ``reason`` names the check (``load``, ``signature``, ``features``, ``feature_service``, ``drift_reference``,

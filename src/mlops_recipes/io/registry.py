@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import ReportedError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -19,7 +21,7 @@ PREVIOUS_CHAMPION_TAG = "previous_champion"
 METRIC_PREFIX = "holdout_"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ReportedError, RuntimeError):
     """The registry cannot do what was asked (no such version, nothing to roll back to, ...)."""
 
 

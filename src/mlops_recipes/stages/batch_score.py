@@ -15,6 +15,7 @@ import pandas as pd
 
 from mlops_recipes.contract import CUSTOMER, EVENT_TIME, LABEL, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.core.conform import ContractMismatchError, conform
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io import feature_store
 from mlops_recipes.io.files import read_parquet, read_table, write_parquet
 from mlops_recipes.io.models import load_alias
@@ -22,7 +23,7 @@ from mlops_recipes.settings import Settings
 from mlops_recipes.stages.dataset import model_inputs_as_of
 
 
-class BatchInputError(ValueError):
+class BatchInputError(ReportedError, ValueError):
     """The transactions to score are missing columns or empty."""
 
 

@@ -15,6 +15,7 @@ from mlops_recipes.contract import ACCOUNT_CREATED, EVENT_TIME, LABEL, TRANSACTI
 from mlops_recipes.core import segments
 from mlops_recipes.core.figures import holdout_figures
 from mlops_recipes.core.metrics import curves, holdout_metrics
+from mlops_recipes.errors import MissingInputError
 from mlops_recipes.io import plots_page, tracking
 from mlops_recipes.io.figures import write_pngs
 from mlops_recipes.io.files import read_json, read_parquet, write_json
@@ -68,7 +69,7 @@ def segment_labels(settings: Settings, params: Params, holdout: pd.DataFrame) ->
     needed = {spec.column for spec in specs} | {EVENT_TIME}
     path = settings.validated_transactions
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+        raise MissingInputError(f"{path} not found; run the stage that writes it first (dvc repro)")
     import pyarrow.parquet as pq
 
     available = set(pq.read_schema(path).names)

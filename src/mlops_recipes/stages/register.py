@@ -14,6 +14,7 @@ import pandas as pd
 from mlops_recipes.contract import LABEL
 from mlops_recipes.core import segments
 from mlops_recipes.core.gate import GateDecision, SegmentScore, chance_score, check_segments, decide, with_segments
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io import registry, tracking
 from mlops_recipes.io.files import read_json, read_parquet, write_json
 from mlops_recipes.params import Params
@@ -21,7 +22,7 @@ from mlops_recipes.settings import Settings
 from mlops_recipes.stages import evaluate
 
 
-class GateRejected(RuntimeError):
+class GateRejected(ReportedError, RuntimeError):
     """The gate refused the candidate and ``register.fail_on_reject`` is set."""
 
 
