@@ -292,7 +292,7 @@ def transaction():
 samples = {name: [] for name in paths}
 for name, features in paths.items():  # warm-up
     for _ in range(50):
-        score([transaction()], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+        score([transaction()], model=model, features=features, contract=contract, metrics=metrics)
 blocks, per_block = 10, max(1, args["iterations"] // 10)
 for _ in range(blocks):
     for name, features in paths.items():
@@ -300,7 +300,7 @@ for _ in range(blocks):
         for _ in range(per_block):
             t = transaction()
             began = time.perf_counter_ns()
-            score([t], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+            score([t], model=model, features=features, contract=contract, metrics=metrics)
             record(time.perf_counter_ns() - began)
 
 

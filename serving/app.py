@@ -86,7 +86,6 @@ async def _scored(
             model=model,
             features=state.features,
             contract=state.contract,
-            threshold=state.serving.threshold,
             metrics=state.metrics,
             monitor=state.monitor,
         ),
@@ -227,6 +226,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
             retry_base_s=serving.load_retry_base_s,
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
+            threshold_override=serving.threshold,
         ),
         features=OnlineFeatures(
             settings,

@@ -140,14 +140,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "status" and args.card:
         from mlops_recipes.io import card
 
-        client = tracking.configure(settings)
+        client = tracking.client(settings)
         version = args.version or _card_version(client, settings.model_name)
         if args.html:
             args.html.write_text(card.read(client, settings.model_name, version, kind="html"), encoding="utf-8")
         print(card.read(client, settings.model_name, version))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "status":
-        status = registry.status(tracking.configure(settings), settings.model_name)
+        status = registry.status(tracking.client(settings), settings.model_name)
         print(json.dumps(status, indent=2) if args.json else _format_status(status))  # noqa: T201
         return 0
     if args.command == "promote":
@@ -162,7 +162,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(_format_comparison(result))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "rollback":
-        before, after = registry.rollback(tracking.configure(settings), settings.model_name)
+        before, after = registry.rollback(tracking.client(settings), settings.model_name)
         _print({"champion_before": before, "champion_after": after})
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

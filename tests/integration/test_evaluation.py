@@ -206,24 +206,25 @@ def test_segment_metrics_are_logged_with_the_run(project: Any) -> None:
 def test_gate_refuses_a_segment_regression_against_the_re_scored_champion(project: Any) -> None:
     import yaml
 
+    from mlops_recipes.io import holdout as holdouts
     from mlops_recipes.io import tracking
-    from mlops_recipes.io.files import read_parquet
     from mlops_recipes.params import parse_params
     from mlops_recipes.settings import Settings
-    from mlops_recipes.stages import evaluate, register
+    from mlops_recipes.stages import register
 
     settings = Settings(project_root=project.root)
     raw = yaml.safe_load((project.root / "params.yaml").read_text())
     raw["register"]["segments"]["max_regression"] = 0.05
     params = parse_params(raw)
-    client = tracking.configure(settings)
-    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
+    client = tracking.client(settings)
+    holdout = holdouts.read(settings)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
-    champion_scores = evaluate.score_holdout(f"models:/{settings.model_name}/{champion.version}", holdout)
-    champion_global = evaluate.compute(holdout, champion_scores, params.evaluate)["pr_auc"]
+    model, champion_scores = register.score_version(settings, str(champion.version), holdout)
+    threshold = model.threshold
+    champion_global = holdouts.metrics(holdout, champion_scores, params.evaluate, threshold=threshold)["pr_auc"]
     # A candidate better overall, but 0.2 worse than the champion on its weakest gated segment.
     key, _ = weakest_gated_segment(project)
-    candidate = evaluate.segment_table(settings, params, holdout, champion_scores)
+    candidate = holdouts.segment_table(settings, params, holdout, champion_scores, threshold=threshold)
     candidate.loc[candidate["segment"] == key, "pr_auc"] -= 0.2
 
     decision, _ = register.gate(
