@@ -9,12 +9,15 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_recipes.errors import ReportedError
 from mlops_recipes.io.files import read_json
 from mlops_recipes.params import json_schema, load_params
 from mlops_recipes.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 STAGES = ("ingest", "validate", "features", "dataset", "train", "evaluate", "register")
 _log = logging.getLogger("mlops_recipes")
@@ -103,7 +106,7 @@ def _format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _card_version(client: Any, name: str) -> str:
+def _card_version(client: MlflowClient, name: str) -> str:
     from mlops_recipes.io import registry
 
     for alias in (registry.CHAMPION, registry.CHALLENGER):

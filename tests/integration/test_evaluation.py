@@ -348,3 +348,36 @@ def test_compare_puts_the_candidate_beside_the_champion_on_the_same_holdout(proj
     assert (out / "comparison.html").read_text().count("data:image/png;base64,") == len(FIGURES) + 1
     assert "pr_auc" in printed
     assert str(out / "comparison.html") in printed
+
+
+def test_a_version_decides_at_the_threshold_its_gate_metrics_were_computed_at(project: Any) -> None:
+    from mlops_recipes.io import holdout as holdouts
+    from mlops_recipes.io.models import THRESHOLD_TAG, ModelLoadError, load_alias, load_version
+    from mlops_recipes.params import load_params
+    from mlops_recipes.settings import Settings
+
+    settings = Settings(project_root=project.root)
+    params = load_params(project.root / "params.yaml")
+    client = project.mlflow_client()
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert champion.tags[THRESHOLD_TAG] == str(params.evaluate.threshold)  # recorded at registration
+
+    model = load_alias(settings, "champion")
+    assert model.threshold == params.evaluate.threshold
+    holdout = holdouts.read(settings)
+    rescored = holdouts.metrics(holdout, model.score_frame(holdout), params.evaluate, threshold=model.threshold)
+    recorded = json.loads((project.root / "metrics/holdout.json").read_text())
+    for name in ("recall_at_threshold", "precision_at_threshold"):  # what the gate saw is what production decides
+        assert rescored[name] == pytest.approx(recorded[name], abs=1e-6), name
+    assert load_alias(settings, "champion", threshold_override=0.9).threshold == 0.9  # an explicit override
+
+    # A version that does not say at which threshold it decides is refused, not served at a default.
+    probe = "threshold-probe"
+    client.create_registered_model(probe)
+    source = client.get_model_version_download_uri(settings.model_name, champion.version)
+    untagged = {k: v for k, v in champion.tags.items() if k != THRESHOLD_TAG}
+    version = client.create_model_version(probe, source=source, run_id=champion.run_id, tags=untagged)
+    with pytest.raises(ModelLoadError, match=THRESHOLD_TAG) as refused:
+        load_version(settings.model_copy(update={"model_name": probe}), str(version.version))
+    assert refused.value.reason == "threshold"
+    assert not refused.value.transient

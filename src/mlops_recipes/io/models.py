@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -89,6 +89,14 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+class ProbabilityEstimator(Protocol):
+    """What the contract calls on a loaded estimator (a scikit-learn classifier or Pipeline)."""
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Class probabilities per row; column 1 is the fraud probability."""
+        ...
+
+
 class MissingFeaturesError(ReportedError, KeyError):
     """A frame to score lacks columns the model reads (a holdout built for another feature set)."""
 
@@ -99,7 +107,7 @@ class ScoringModel:
 
     uri: str
     features: tuple[str, ...]
-    estimator: Any
+    estimator: ProbabilityEstimator
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities for rows of ``matrix`` (columns in ``features`` order)."""
@@ -211,6 +219,11 @@ def _threshold(tags: Mapping[str, str], uri: str) -> float:
             reason="threshold",
         )
     return value
+
+
+def version_artifacts(settings: Settings, version: str) -> str:
+    """A local path with a registered version's model files (for tools that load it another way, e.g. pyfunc)."""
+    return _download(settings, _client(settings).get_model_version_download_uri(settings.model_name, version))
 
 
 def load_version(settings: Settings, version: str, *, threshold_override: float | None = None) -> LoadedModel:

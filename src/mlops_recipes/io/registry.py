@@ -57,7 +57,10 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
 def ensure_version(
     client: MlflowClient, name: str, *, model_uri: str, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise."""
+    """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise.
+
+    Creating one goes through ``mlflow.register_model``: call it inside :func:`mlops_recipes.io.tracking.fluent`.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -47,8 +47,8 @@ def experiment_id(tracking: MlflowClient, name: str) -> str:
 
 
 @contextlib.contextmanager
-def fluent(settings: Settings) -> Iterator[MlflowClient]:
-    """MLflow's fluent API pointed at the configured stores for the block only; a client for the rest.
+def fluent(settings: Settings) -> Iterator[None]:
+    """MLflow's fluent API pointed at the configured stores for the block only (:func:`client` for the rest).
 
     ``start_run``, ``log_model`` and ``register_model`` have no client form, and MLflow resolves ``models:/``
     sources through its process-wide URIs even inside the registry store. So the stages that log or register a
@@ -61,7 +61,7 @@ def fluent(settings: Settings) -> Iterator[MlflowClient]:
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_registry_uri)
     try:
-        yield client(settings)
+        yield
     finally:
         # None puts MLflow back to "not set" (its code handles None; its annotations omit it).
         mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]

@@ -187,7 +187,8 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "model_family": trained["model_family"],
         **{f"{registry.METRIC_PREFIX}{k}": str(v) for k, v in metrics.items()},
     }
-    with tracking.fluent(settings) as client:  # registering a logged model has no client-only form
+    client = tracking.client(settings)
+    with tracking.fluent(settings):  # registering a logged model has no client-only form
         registered = registry.ensure_version(
             client, settings.model_name, model_uri=trained["model_uri"], run_id=trained["run_id"], tags=tags
         )
