@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # The histogram the latency SLI reads is defined by the service; imported here, not at module import.
-    from serving.metrics import LATENCY_BUCKETS
+    from mlops_recipes.observability import LATENCY_BUCKETS
 
     try:
         config = load_config(args.config, latency_buckets=LATENCY_BUCKETS)
