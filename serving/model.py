@@ -1,7 +1,8 @@
 """The served model: resolve the registry alias, load, warm up, and hot-swap when the alias moves.
 
-Loading and the model call live in :mod:`mlops_recipes.io.models` (batch scoring uses them too); this module
-adds the watcher's state: which version is served, which one was refused, and the metrics of each swap.
+Loading, the checks and the model call live in the model contract, :mod:`mlops_recipes.io.models` (batch
+scoring and the gate use it too); this module adds the watcher's state: which version is served, which one was
+refused, and the metrics of each swap.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ModelManager:
         retry_base_s: float = 5.0,
         retry_max_s: float = 300.0,
         max_alias_skew_s: float = 600.0,
+        threshold_override: float | None = None,
     ) -> None:
         self._settings = settings
         self._alias = alias
@@ -62,6 +64,7 @@ class ModelManager:
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._max_alias_skew_s = max_alias_skew_s
+        self._threshold_override = threshold_override
         self._skew_since: float | None = None
         self._swap_lock = threading.Lock()  # one reload at a time; readers never wait for it
 
@@ -106,7 +109,7 @@ class ModelManager:
                 self._publish_skew(version)
                 return False
             try:
-                model = load_version(self._settings, version)
+                model = load_version(self._settings, version, threshold_override=self._threshold_override)
                 if prepare is not None:
                     prepare(model)
             except Exception as error:  # a refusal or a retry, never a crash: the process must stay up

@@ -49,7 +49,6 @@ async def scored(
             model=model,
             features=state.features,
             contract=state.contract,
-            threshold=state.serving.threshold,
             metrics=state.metrics,
             monitor=state.monitor,
         ),

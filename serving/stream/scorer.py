@@ -43,7 +43,6 @@ from mlops_recipes.core.stream import (
     disjoint_batches,
     entry_time_s,
 )
-from mlops_recipes.io import customer_events
 from mlops_recipes.settings import Settings
 from serving import logs
 from serving.features import FeatureStoreUnavailable, OnlineFeatures
@@ -130,10 +129,9 @@ class StreamScorer:
             retry_base_s=serving.load_retry_base_s,
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
+            threshold_override=serving.threshold,
         )
-        self.features = OnlineFeatures(
-            settings, update_customers=serving.update_customer_features and customer_events.supports(self.contract)
-        )
+        self.features = OnlineFeatures(settings, update_customers=serving.update_customer_features)
         self.monitor = LiveMonitor(
             self.metrics,
             window_rows=serving.drift_window_rows,
@@ -377,7 +375,6 @@ class StreamScorer:
                     model=self.models.require(),  # read once: the batch uses one model even if a swap happens now
                     features=self.features,
                     contract=self.contract,
-                    threshold=self.serving.threshold,
                     metrics=self.metrics,
                     monitor=self.monitor,
                 )
