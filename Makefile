@@ -39,10 +39,12 @@ test-unit: install ## Run only the fast unit tests
 	@$(RUN) pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install ## Lint (ruff), check formatting and types (mypy --strict)
-	@$(RUN) ruff check .
-	@$(RUN) ruff format --check .
-	@$(RUN) mypy
+lint: install ## The pre-commit hooks on every file: ruff, ruff format, mypy --strict, hadolint, check-jsonschema, zizmor
+	@$(RUN) pre-commit run --all-files --show-diff-on-failure
+
+.PHONY: hooks
+hooks: install ## Install the git pre-commit hook (the same checks as `make lint`, on the files of each commit)
+	@$(RUN) pre-commit install
 
 .PHONY: fmt
 fmt: install ## Format the code and apply safe lint fixes
