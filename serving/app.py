@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     _bound_mlflow_retries(serving)
     state = _state(settings, serving)
     app = FastAPI(
-        title="mlops-recipes fraud scoring",
+        title="MLOps Recipes fraud scoring",
         summary="Scores card transactions with the registry's champion model and online features.",
         version="1",
         lifespan=lifespan,

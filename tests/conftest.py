@@ -78,6 +78,12 @@ def tool_chromium() -> str:
     return tools.require("chromium")
 
 
+@pytest.fixture(scope="session")
+def tool_compose() -> str:
+    """Path of Docker Compose (``docker-compose``, or the v2 plugin's binary): ``config`` needs no engine."""
+    return tools.require("compose")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs an external tool, directly or through another fixture."""
     for item in items:
@@ -130,10 +136,14 @@ class Project:
         uri = f"sqlite:///{self.root / 'mlflow.db'}"
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    def write_params(self, override: dict[str, Any]) -> None:
-        """Write ``params.yaml``: the repo's defaults, then ``override``."""
-        defaults = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    def write_params(self, override: dict[str, Any], base: Path = REPO_ROOT / "params.yaml") -> None:
+        """Write ``params.yaml``: ``base``'s values (the repo's defaults), then ``override``."""
+        defaults = yaml.safe_load(base.read_text())
         (self.root / "params.yaml").write_text(yaml.safe_dump(merge(defaults, override), sort_keys=False))
+
+    def shrink_params(self) -> None:
+        """Put TINY_PARAMS over the project's own params.yaml (a Copier render has its own names in it)."""
+        self.write_params(TINY_PARAMS, base=self.root / "params.yaml")
 
     def commit(self, message: str) -> None:
         """Commit everything (DVC experiments need a commit)."""
@@ -219,6 +229,12 @@ def other_shaped() -> Callable[[Any], Any]:
 def other_contract_text() -> str:
     """The contract for :func:`other_shaped_transactions`' files."""
     return OTHER_CONTRACT
+
+
+@pytest.fixture(scope="session")
+def project_at() -> Callable[[Path], Project]:
+    """Drive a project folder made another way (a Copier render) with the helpers of a template copy."""
+    return Project
 
 
 @pytest.fixture(scope="session")
