@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import tools
+from support import project_copy, tools
 from support.project import PROCESS_LOCAL_PREFIXES, REPO_ROOT, project_env
 
 # What a project copy needs: the pipeline definition, its params, the feature repo and the code DVC hashes.
@@ -118,6 +118,7 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = project_env(root)
+        self.first_repro = ""  # what the first `dvc repro` printed, where the fixture keeps it
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run a command in the project; on unexpected failure show its output."""
@@ -245,3 +246,33 @@ def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
         return make_project(tmp_path_factory.mktemp(name), merge(TINY_PARAMS, override))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def trained_template(project_factory: Callable[[str, dict[str, Any]], Project]) -> Project:
+    """The session's one `dvc repro` on the tiny defaults; tests get copies of it (``trained_copy``), never it.
+
+    ``first_repro`` keeps what that run printed (every stage ran) for the tests that check the first run.
+    """
+    project = project_factory("trained-template", {})
+    result = project.run("dvc", "repro")
+    project.first_repro = result.stdout + result.stderr
+    return project
+
+
+@pytest.fixture(scope="session")
+def trained_copy(trained_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Project]:
+    """``trained_copy(name)``: a project of its own in the state `dvc repro` left (champion v1, stores filled).
+
+    Copying takes well under a second where each `dvc repro` costs 30 s or more: tests that need a trained project
+    to change (retrain, promote, rewind its stores) take a copy instead of training their own.
+    """
+
+    def copy(name: str) -> Project:
+        root = tmp_path_factory.mktemp(name)
+        project_copy.copy_trained(trained_template.root, root)
+        project = Project(root)
+        project.first_repro = trained_template.first_repro
+        return project
+
+    return copy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="a candidate beside the champion on the same holdout, with figures")
     compare.add_argument("--candidate", help="registry version (default: the challenger)")
     compare.add_argument("--champion", help="registry version (default: the champion)")
+    commands.add_parser("stream", help="score the Redis stream of transactions into decisions (docs/streaming.md)")
     show = commands.add_parser("params", help="validate and print the parameters")
     show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
     contract = commands.add_parser("contract", help="the data contract: check it, print its schema, draft one")
@@ -113,6 +115,10 @@ def _card_version(client: Any, name: str) -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stream":
+        # The scorer is a shell (serving.stream, like the service): the library starts it as a program, in this
+        # process' place (same pid, signals and exit status), and never imports it (tests/unit/test_layering.py).
+        os.execv(sys.executable, [sys.executable, "-m", "serving.stream"])  # noqa: S606 (our own interpreter)
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
         return 0
