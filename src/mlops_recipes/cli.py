@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
@@ -118,10 +119,10 @@ def _card_version(client: MlflowClient, name: str) -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "stream":  # the scorer shell lives with the service (serving.stream), as `make serve`
-        from serving.stream.__main__ import main as stream
-
-        return stream([])
+    if args.command == "stream":
+        # The scorer is a shell (serving.stream, like the service): the library starts it as a program, in this
+        # process' place (same pid, signals and exit status), and never imports it (tests/unit/test_layering.py).
+        os.execv(sys.executable, [sys.executable, "-m", "serving.stream"])  # noqa: S606 (our own interpreter)
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
         return 0
