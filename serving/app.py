@@ -37,6 +37,7 @@ from serving.middleware import ServiceMiddleware
 from serving.model import LoadedModel, ModelManager, ModelNotReady
 from serving.monitoring import LiveMonitor, ProcessSampler
 from serving.protocol import ProtocolError
+from serving.rollout import RolloutService
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -78,20 +79,16 @@ async def _scored(
     if errors:
         raise RequestValidationError(errors)
     model = state.models.require()  # read once: the whole request uses one model even if a swap happens now
-    predictions = await in_scoring_slot(
-        state,
-        partial(
-            score,
-            transactions,
-            model=model,
-            features=state.features,
-            contract=state.contract,
-            threshold=state.serving.threshold,
-            metrics=state.metrics,
-            monitor=state.monitor,
-        ),
+    scorer = partial(
+        score,
+        features=state.features,
+        contract=state.contract,
+        threshold=state.serving.threshold,
+        metrics=state.metrics,
+        monitor=state.monitor,
     )
-    return model, predictions
+    rollout = partial(state.rollout.score, transactions, champion=model, scorer=scorer, monitor=state.monitor)
+    return model, await in_scoring_slot(state, rollout)
 
 
 def _too_many(count: int, limit: int, loc: tuple[str, ...]) -> RequestValidationError:
@@ -140,7 +137,8 @@ async def _watch_registry(state: ServiceState) -> None:
     while True:
         await asyncio.sleep(state.serving.poll_interval_s)
         try:
-            if await run_in_threadpool(state.models.refresh, _warm_up_features(state)):
+            swapped = await run_in_threadpool(state.models.refresh, _warm_up_features(state))
+            if await run_in_threadpool(state.rollout.refresh, state.models, _warm_up_features(state)) or swapped:
                 _freeze_heap(collect=True)
         except Exception:  # the watcher must outlive any single failure
             _log.exception("model watcher iteration failed")
@@ -186,6 +184,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # that the array has no column names.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     await run_in_threadpool(state.models.refresh, _warm_up_features(state))
+    await run_in_threadpool(state.rollout.refresh, state.models, _warm_up_features(state))
+    state.rollout.start()
     _freeze_heap(collect=False)
     tasks = [asyncio.create_task(_watch_registry(state)), asyncio.create_task(_monitor(state))]
     try:
@@ -196,6 +196,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        state.rollout.stop()
 
 
 def _bound_mlflow_retries(serving: ServingSettings) -> None:
@@ -241,6 +242,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
             remembered_scores=serving.remembered_scores,
         ),
         process=ProcessSampler(metrics),
+        rollout=RolloutService(settings=settings, serving=serving, metrics=metrics),
     )
     app = FastAPI(
         title="mlops-recipes fraud scoring",

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,10 @@ from serving.monitoring import LiveMonitor
 from serving.schemas import Prediction, Transaction
 
 _log = logging.getLogger("serving.scoring")
+
+# Called after the model call with (model, rows, probabilities, decisions, seconds of the call): a rollout's
+# per-variant metrics and its shadow queue (serving/rollout.py). None without a rollout.
+OnScored = Callable[[LoadedModel, np.ndarray, np.ndarray, list[bool], float], None]
 
 
 def _as_float_column(values: list[Any]) -> np.ndarray:
@@ -69,6 +73,7 @@ def score(
     threshold: float,
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
+    on_scored: OnScored | None = None,
 ) -> list[Prediction]:
     """Score ``transactions`` with ``model``; count what was missing; feed the drift and label monitor."""
     started = time.perf_counter()
@@ -93,6 +98,7 @@ def score(
         metrics=metrics,
         monitor=monitor,
         transaction_ids=[t.transaction_id for t in transactions],
+        on_scored=on_scored,
     )
 
     predictions = []
@@ -207,6 +213,7 @@ def score_rows(
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
     transaction_ids: Sequence[str | None] | None = None,
+    on_scored: OnScored | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """The model call on assembled rows, with what every scoring route records: latency, scores, decisions, drift.
 
@@ -215,7 +222,8 @@ def score_rows(
     """
     started = time.perf_counter()
     probabilities = model.predict(matrix)
-    metrics.inference_latency.observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.inference_latency.observe(elapsed)
 
     decisions = [bool(p >= threshold) for p in probabilities.tolist()]
     if monitor is not None:
@@ -224,4 +232,6 @@ def score_rows(
     for probability, is_fraud in zip(probabilities.tolist(), decisions, strict=True):
         metrics.scores.labels(model.version).observe(probability)
         metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
+    if on_scored is not None:
+        on_scored(model, matrix, probabilities, decisions, elapsed)
     return probabilities, decisions
