@@ -40,7 +40,8 @@ def test_record_round_trips_and_refuses_bad_values() -> None:
     assert RolloutState.from_json(state.to_json()) == state
     assert state.with_step(mode="canary", percent=25, step="3").salt == "salt"
     finished = state.finished("aborted", reason="error ratio", at="later")
-    assert not finished.running and finished.reason == "error ratio"
+    assert not finished.running
+    assert finished.reason == "error ratio"
     with pytest.raises(RolloutError, match="percent"):
         RolloutState("3", "canary", 101, "s", "t")
     with pytest.raises(RolloutError, match="mode"):
@@ -51,7 +52,7 @@ def test_record_round_trips_and_refuses_bad_values() -> None:
 
 def test_the_project_plan_is_valid_and_names_its_checks() -> None:
     plan = parse_plan(yaml.safe_load((REPO_ROOT / "monitoring/rollout-plan.yaml").read_text()))
-    assert [s.mode for s in plan.steps][0] == "shadow"
+    assert plan.steps[0].mode == "shadow"
     assert plan.steps[-1].percent == 50
     for step in plan.steps:
         for check in plan.checks_of(step):

@@ -9,10 +9,22 @@ champion stays the rollback target (``mlops rollback``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from mlops_recipes.core.rollout import Mode, RolloutError, RolloutState
+from mlops_recipes.core.rollout import (
+    CheckResult,
+    Mode,
+    RolloutError,
+    RolloutPlan,
+    RolloutState,
+    Step,
+    evaluate_check,
+    failures,
+)
 from mlops_recipes.io import registry
 
 if TYPE_CHECKING:
@@ -91,6 +103,16 @@ def start(
     return _write(client, name, state)
 
 
+def begin(
+    client: MlflowClient, name: str, *, version: str, mode: Mode, percent: float, step: str, force: bool = False
+) -> RolloutState:
+    """A plan's first step: start the rollout, or take over one of the same version started by hand."""
+    current = read(client, name)
+    if current is not None and current.running and current.version == str(version):
+        return set_step(client, name, mode=mode, percent=percent, step=step)
+    return start(client, name, version=version, mode=mode, percent=percent, force=force, step=step)
+
+
 def set_step(client: MlflowClient, name: str, *, mode: Mode, percent: float, step: str) -> RolloutState:
     """Move the running rollout to another mode or share; the salt stays, so canary customers keep their variant."""
     return _write(client, name, running(client, name).with_step(mode=mode, percent=percent, step=step))
@@ -114,3 +136,67 @@ def abort(client: MlflowClient, name: str, *, reason: str) -> RolloutState:
     client.set_model_version_tag(name, state.version, "rollout_aborted_reason", reason[:4000])
     client.delete_registered_model_alias(name, CANDIDATE)
     return _write(client, name, state.finished("aborted", reason=reason, at=at))
+
+
+# --- Analysis against Prometheus -----------------------------------------------------------------------------
+
+
+class PrometheusUnavailable(RuntimeError):
+    """Prometheus did not answer (or refused the query): no step passes on missing figures."""
+
+
+def query_value(prometheus_url: str, expr: str, *, attempts: int = 3, timeout_s: float = 10.0) -> float | None:
+    """The value of an instant query: a scalar, or the highest sample of a vector; None when it has none."""
+    import httpx
+
+    url = prometheus_url.rstrip("/") + "/api/v1/query"
+    for attempt in range(attempts):
+        try:
+            response = httpx.get(url, params={"query": expr}, timeout=timeout_s)
+            if response.status_code == 400:  # a query that does not parse will not parse on a retry either
+                raise PrometheusUnavailable(f"Prometheus refused the query {expr!r}: {response.text[:500]}")
+            response.raise_for_status()
+            break
+        except httpx.HTTPError as error:
+            if attempt == attempts - 1:
+                raise PrometheusUnavailable(f"cannot query Prometheus at {url}: {error}") from error
+            time.sleep(1.0 + attempt)
+    data: dict[str, Any] = response.json()["data"]
+    if data["resultType"] == "scalar":
+        return float(data["result"][1])
+    values = [float(sample["value"][1]) for sample in data["result"]]
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else None
+
+
+def analyse(plan: RolloutPlan, step: Step, *, prometheus_url: str, candidate: str, champion: str) -> list[CheckResult]:
+    """Evaluate a step's checks now."""
+    return [
+        evaluate_check(check, query_value(prometheus_url, check.promql(candidate=candidate, champion=champion)))
+        for check in plan.checks_of(step)
+    ]
+
+
+def hold_step(
+    plan: RolloutPlan,
+    step: Step,
+    *,
+    prometheus_url: str,
+    candidate: str,
+    champion: str,
+    still_running: Callable[[], bool] = lambda: True,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[CheckResult]:
+    """Hold ``step`` for its duration, evaluating its checks every ``plan.poll_s``; stop at the first failure.
+
+    Returns the last results: with a failure (abort) or, at the end of the duration, without one (go on). Also
+    returns early once ``still_running()`` is false (an operator promoted or aborted meanwhile).
+    """
+    deadline = clock() + step.duration_s
+    while True:
+        results = analyse(plan, step, prometheus_url=prometheus_url, candidate=candidate, champion=champion)
+        remaining = deadline - clock()
+        if failures(results) or remaining <= 0 or not still_running():
+            return results
+        sleep(min(plan.poll_s, remaining))
