@@ -392,8 +392,9 @@ class RolloutMetrics:
             ),
             share=Gauge(
                 "rollout_candidate_percent",
-                "Share of requests (shadow) or customers (canary) the candidate scores; 0 without a rollout.",
-                multiprocess_mode="livemax",
+                "Share of requests (shadow) or customers (canary) the candidate scores in each worker (pid label): "
+                "0 without a rollout, and in a worker that has not loaded the candidate yet.",
+                multiprocess_mode="liveall",
                 registry=registry,
             ),
         )

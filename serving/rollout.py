@@ -81,6 +81,12 @@ class RolloutService:
         }
         self._info_labels: tuple[str, str, str, str] | None = None
         self._worker: threading.Thread | None = None
+        # Exported at 0 from the start: a ratio over them reads 0, not "no data", before the first error or drop.
+        for variant in (CHAMPION_VARIANT, CANDIDATE_VARIANT):
+            for outcome in ("ok", "error"):
+                self._metrics.rows.labels(variant, outcome)
+        for reason in ("queue_full", "features"):
+            self._metrics.shadow_dropped.labels(reason)
 
     @property
     def record(self) -> RolloutState | None:

@@ -34,11 +34,13 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
+    # The rollout row has data only while a rollout runs: test_rollouts.py checks its queries during one.
     return [
         (f"{path.stem}: {panel['title']}", target["expr"])
         for path in DASHBOARDS
         for panel in _panels(json.loads(path.read_text()))
         for target in panel["targets"]
+        if "rollout_" not in target["expr"]
     ]
 
 

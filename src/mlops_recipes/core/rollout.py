@@ -217,6 +217,10 @@ def evaluate_check(check: Check, value: float | None) -> CheckResult:
     return CheckResult(check.name, value, ok, f"{check.name} = {value:.4g} ({'>=' if ok else '<'} {check.min:g})")
 
 
-def failures(results: Sequence[CheckResult]) -> list[CheckResult]:
-    """The results that fail a step (inconclusive ones do not)."""
-    return [result for result in results if result.passed is False]
+def failures(results: Sequence[CheckResult], *, final: bool = True) -> list[CheckResult]:
+    """The results that fail a step (inconclusive ones do not).
+
+    While a step holds (``final`` false), a required check without data is not a failure yet: the candidate may
+    still be loading and Prometheus may not have scraped it. At the end of the step it is.
+    """
+    return [r for r in results if r.passed is False and (final or r.value is not None)]

@@ -197,6 +197,6 @@ def hold_step(
     while True:
         results = analyse(plan, step, prometheus_url=prometheus_url, candidate=candidate, champion=champion)
         remaining = deadline - clock()
-        if failures(results) or remaining <= 0 or not still_running():
+        if remaining <= 0 or failures(results, final=False) or not still_running():
             return results
         sleep(min(plan.poll_s, remaining))
