@@ -200,27 +200,29 @@ class CheckResult:
     value: float | None
     passed: bool | None  # None: inconclusive
     detail: str
+    required: bool = False
 
 
 def evaluate_check(check: Check, value: float | None) -> CheckResult:
     """Compare one value with the check's bound. NaN (0/0: no traffic in the window) counts as no value."""
     if value is None or math.isnan(value):
         passed = False if check.required else None
-        return CheckResult(
-            check.name, None, passed, f"{check.name}: no data" + (" (required)" if passed is False else "")
-        )
+        detail = f"{check.name}: no data" + (" (required)" if check.required else "")
+        return CheckResult(check.name, None, passed, detail, check.required)
     if check.max is not None:
         ok = value <= check.max
-        return CheckResult(check.name, value, ok, f"{check.name} = {value:.4g} ({'<=' if ok else '>'} {check.max:g})")
-    assert check.min is not None  # noqa: S101 - the validator guarantees one bound
-    ok = value >= check.min
-    return CheckResult(check.name, value, ok, f"{check.name} = {value:.4g} ({'>=' if ok else '<'} {check.min:g})")
+        detail = f"{check.name} = {value:.4g} ({'<=' if ok else '>'} {check.max:g})"
+    else:
+        assert check.min is not None  # noqa: S101 - the validator guarantees one bound
+        ok = value >= check.min
+        detail = f"{check.name} = {value:.4g} ({'>=' if ok else '<'} {check.min:g})"
+    return CheckResult(check.name, value, ok, detail, check.required)
 
 
 def failures(results: Sequence[CheckResult], *, final: bool = True) -> list[CheckResult]:
     """The results that fail a step (inconclusive ones do not).
 
-    While a step holds (``final`` false), a required check without data is not a failure yet: the candidate may
-    still be loading and Prometheus may not have scraped it. At the end of the step it is.
+    While a step holds (``final`` false), required checks do not fail it yet: they say what the step must have
+    reached by its end (traffic on the candidate, enough labels), and the candidate may still be loading.
     """
-    return [r for r in results if r.passed is False and (final or r.value is not None)]
+    return [r for r in results if r.passed is False and (final or not r.required)]
