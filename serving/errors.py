@@ -21,9 +21,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-PROTOCOL_PREFIX = "/v2"
+from mlops_recipes.observability import PROTOCOL_PREFIX
+from serving.schemas import Problem
+
 _MAX_DEPTH = 8  # deeper parts of an echoed input are elided: the location already names the field
 _MAX_ITEMS = 64
+
+# The error responses the scoring API documents on its routes (the protocol routes document their own).
+PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {
+        "model": Problem,
+        "description": "The body cannot be parsed (invalid UTF-8, nested too deep, too many digits).",
+    },
+    401: {"model": Problem, "description": "Missing or wrong API key."},
+    413: {"model": Problem, "description": "The body is larger than SERVING_MAX_BODY_BYTES."},
+    503: {"model": Problem, "description": "No model loaded yet, or the online store is down."},
+    504: {"model": Problem, "description": "Scoring took longer than SERVING_REQUEST_TIMEOUT_S."},
+}
 
 
 def is_protocol_path(path: str) -> bool:
@@ -86,6 +100,20 @@ def problem(path: str, status: int, message: str, headers: Mapping[str, str] | N
     """An error response in the shape of the API that ``path`` belongs to."""
     key = "error" if is_protocol_path(path) else "detail"
     return JSONResponse({key: safe_text(message)}, status_code=status, headers=dict(headers or {}))
+
+
+def too_many(count: int, limit: int, loc: tuple[str, ...]) -> RequestValidationError:
+    """The batch limit (a setting) as a validation error, in the same shape as the schema's own."""
+    return RequestValidationError(
+        [
+            {
+                "type": "too_long",
+                "loc": loc,
+                "msg": f"{count} items exceed the limit of {limit} per request",
+                "input": None,
+            }
+        ]
+    )
 
 
 async def _validation_failed(request: Request, error: Exception) -> JSONResponse:

@@ -3,7 +3,9 @@
 Metrics are created per app on their own registry (no import-time global state). With several worker
 processes, ``PROMETHEUS_MULTIPROC_DIR`` must be set before Python imports ``prometheus_client`` or Feast
 (Feast would otherwise point it at a temp dir of its own): ``python -m serving`` does that. Labels stay low
-in cardinality: routes, status classes, model versions, feature names; never entity ids.
+in cardinality: routes, status classes, model versions, feature names; never entity ids. The names the SLOs, the
+alert rules and the dashboards select on, and the buckets, are the library's observability contract
+(:mod:`mlops_recipes.observability`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from prometheus_client import (
     values,
 )
 
+from mlops_recipes.observability import (
+    HTTP_REQUEST_DURATION,
+    HTTP_REQUESTS,
+    LATENCY_BUCKETS,
+    METHOD,
+    ROUTE,
+    SCORE_BUCKETS,
+    STATUS,
+)
 from mlops_recipes.processes import alive
-
-# Sub-millisecond resolution at the bottom: a model call and an online lookup each take well under 1 ms.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 def multiprocess_dir() -> str | None:
@@ -106,15 +113,15 @@ class ServiceMetrics:
             registry=registry,
             directory=multiprocess_dir(),
             requests=Counter(
-                "http_requests_total",
+                HTTP_REQUESTS,
                 "HTTP requests by route template, method and status class (2xx, 4xx, 5xx).",
-                ["route", "method", "status"],
+                [ROUTE, METHOD, STATUS],
                 registry=registry,
             ),
             request_latency=Histogram(
-                "http_request_duration_seconds",
+                HTTP_REQUEST_DURATION,
                 "HTTP request latency by route template.",
-                ["route", "method"],
+                [ROUTE, METHOD],
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),

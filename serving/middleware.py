@@ -11,6 +11,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlops_recipes.observability import PROBE_ROUTES, UNMATCHED_ROUTE, status_class
 from serving.errors import is_protocol_path
 from serving.logs import request_id
 from serving.metrics import ServiceMetrics
@@ -72,12 +73,12 @@ class ServiceMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
             method = scope["method"]
             if self.metrics_enabled:
-                self.metrics.requests.labels(route, method, f"{status // 100}xx").inc()
+                self.metrics.requests.labels(route, method, status_class(status)).inc()
                 self.metrics.request_latency.labels(route, method).observe(elapsed)
-            if route not in {"/metrics", "/v2/health/live", "/v2/health/ready"} or status >= 400:
+            if route not in PROBE_ROUTES or status >= 400:  # probes' successes would drown the log
                 _log.info(
                     "request",
                     extra={"method": method, "path": scope["path"], "status": status, "duration_ms": elapsed * 1000},

@@ -354,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is out of date")
     args = parser.parse_args(argv)
 
-    # The histogram the latency SLI reads is defined by the service; imported here, not at module import.
-    from serving.metrics import LATENCY_BUCKETS
+    # The histogram buckets the latency SLI reads are the observability contract's (the service uses the same).
+    from mlops_recipes.observability import LATENCY_BUCKETS
 
     try:
         config = load_config(args.config, latency_buckets=LATENCY_BUCKETS)

@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from mlops_recipes.observability import HEALTH_LIVE, HEALTH_READY, INFER, INFER_VERSION, PROTOCOL_PREFIX
 from serving.deps import Authorized, ServiceState, State, in_scoring_slot
 from serving.errors import problem
 from serving.model import LoadedModel
@@ -50,10 +51,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ProtocolErrorBody, "description": described[code]} for code in codes}
 
 
-router = APIRouter(prefix="/v2", tags=["v2"])
+router = APIRouter(tags=["v2"])
 
 
-@router.get("", response_model=ServerMetadata)
+@router.get(PROTOCOL_PREFIX, response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
     """Name, version and protocol extensions of this server."""
     try:
@@ -63,14 +64,14 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=served_version, extensions=[BINARY_EXTENSION])
 
 
-@router.get("/health/live", response_model=ReadyState, response_model_exclude_none=True)
+@router.get(HEALTH_LIVE, response_model=ReadyState, response_model_exclude_none=True)
 async def live() -> ReadyState:
     """The process is up (it may not be ready)."""
     return ReadyState(live=True)
 
 
 @router.get(
-    "/health/ready",
+    HEALTH_READY,
     response_model=ReadyState,
     response_model_exclude_none=True,
     responses={503: {"model": ReadyState, "description": "No model loaded yet."}},
@@ -116,7 +117,10 @@ def _metadata(model: LoadedModel) -> ModelMetadata:
 
 
 @router.get(
-    "/models/{model_name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=_errors(404, 503)
+    f"{PROTOCOL_PREFIX}/models/{{model_name}}",
+    response_model=ModelMetadata,
+    response_model_exclude_none=True,
+    responses=_errors(404, 503),
 )
 async def model_metadata(model_name: str, state: State) -> ModelMetadata:
     """Name, version and tensor layout of the served model (inputs in the order of its MLflow signature)."""
@@ -124,7 +128,7 @@ async def model_metadata(model_name: str, state: State) -> ModelMetadata:
 
 
 @router.get(
-    "/models/{model_name}/versions/{model_version}",
+    f"{PROTOCOL_PREFIX}/models/{{model_name}}/versions/{{model_version}}",
     response_model=ModelMetadata,
     response_model_exclude_none=True,
     responses=_errors(404, 503),
@@ -134,7 +138,7 @@ async def model_version_metadata(model_name: str, model_version: str, state: Sta
     return _metadata(_served(state, model_name, model_version))
 
 
-@router.get("/models/{model_name}/ready", response_model=ModelReady, responses=_errors(404, 503))
+@router.get(f"{PROTOCOL_PREFIX}/models/{{model_name}}/ready", response_model=ModelReady, responses=_errors(404, 503))
 async def model_ready(model_name: str, state: State) -> ModelReady:
     """200 when the named model is loaded, 503 while none is."""
     model = _served(state, model_name, None)
@@ -142,7 +146,9 @@ async def model_ready(model_name: str, state: State) -> ModelReady:
 
 
 @router.get(
-    "/models/{model_name}/versions/{model_version}/ready", response_model=ModelReady, responses=_errors(404, 503)
+    f"{PROTOCOL_PREFIX}/models/{{model_name}}/versions/{{model_version}}/ready",
+    response_model=ModelReady,
+    responses=_errors(404, 503),
 )
 async def model_version_ready(model_name: str, model_version: str, state: State) -> ModelReady:
     """200 when that version is the one loaded."""
@@ -197,7 +203,7 @@ async def _infer(request: Request, state: ServiceState, model_name: str, model_v
 
 
 @router.post(
-    "/models/{model_name}/infer",
+    INFER,
     response_class=Response,
     responses=_INFER_RESPONSES,
     dependencies=[Authorized],
@@ -209,7 +215,7 @@ async def infer(model_name: str, request: Request, state: State) -> Response:
 
 
 @router.post(
-    "/models/{model_name}/versions/{model_version}/infer",
+    INFER_VERSION,
     response_class=Response,
     responses=_INFER_RESPONSES,
     dependencies=[Authorized],
