@@ -343,7 +343,8 @@ class RolloutMetrics:
             ),
             model_latency=Histogram(
                 "rollout_model_duration_seconds",
-                "Time of one model call during a rollout, by variant.",
+                "Time of one model call during a rollout, by variant. A shadow candidate's calls take the rows of "
+                "the requests queued meanwhile together (off the response path).",
                 ["variant"],
                 buckets=LATENCY_BUCKETS,
                 registry=registry,

@@ -43,6 +43,8 @@ from serving.settings import ServingSettings
 _log = logging.getLogger("serving.rollout")
 # Scores each variant needs in its window before the score PSI is published (fewer: noise).
 _MIN_PSI_ROWS = 200
+# Queued shadow requests scored in one model call at most.
+_SHADOW_BATCH = 64
 Scorer = Callable[..., list[Prediction]]
 
 
@@ -148,16 +150,9 @@ class RolloutService:
                     "status": record and record.status,
                 },
             )
-            if (
-                record is None
-                or self._record is None
-                or (record.version, record.salt)
-                != (
-                    self._record.version,
-                    self._record.salt,
-                )
-            ):
-                for window in self._windows.values():
+            previous = self._record
+            if record is None or previous is None or (record.version, record.salt) != (previous.version, previous.salt):
+                for window in self._windows.values():  # another rollout: its score PSI starts afresh
                     window.clear()
         self._record = record
         changed = False
@@ -286,25 +281,43 @@ class RolloutService:
             job = self._queue.get()
             if job is None:
                 return
+            batch, stopping = [job], False
+            # What queued up meanwhile goes into the same model call: under load, one call's fixed cost (input
+            # validation, thread set-up: most of a one-row call) is shared by many requests' rows.
+            while len(batch) < _SHADOW_BATCH:
+                try:
+                    queued = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None:
+                    stopping = True
+                    break
+                batch.append(queued)
             try:
-                self._shadow_score(job)
+                for candidate in {id(j.candidate): j.candidate for j in batch}.values():
+                    self._shadow_score(candidate, [j for j in batch if j.candidate is candidate])
             except Exception:  # the worker must outlive any single failure
                 _log.exception("shadow scoring failed")
+            if stopping:
+                return
 
-    def _shadow_score(self, job: _ShadowJob) -> None:
-        metrics, rows = self._metrics, len(job.champion_decisions)
+    def _shadow_score(self, candidate: LoadedModel, jobs: list[_ShadowJob]) -> None:
+        metrics = self._metrics
+        rows = sum(len(job.champion_decisions) for job in jobs)
         started = time.perf_counter()
         try:
-            scores = job.candidate.predict(job.matrix)
+            scores = candidate.predict(np.vstack([job.matrix for job in jobs]))
         except Exception as error:  # the candidate's failure is a figure for the analysis, never the response's
             metrics.rows.labels(CANDIDATE_VARIANT, "error").inc(rows)
-            _log.warning("shadow candidate v%s failed: %s: %s", job.candidate.version, type(error).__name__, error)
+            _log.warning("shadow candidate v%s failed: %s: %s", candidate.version, type(error).__name__, error)
             return
         seconds = time.perf_counter() - started
+        champion_scores = np.concatenate([job.champion_scores for job in jobs])
+        champion_decisions = [d for job in jobs for d in job.champion_decisions]
         decisions = [bool(p >= self._threshold) for p in scores.tolist()]
         self._observe(CANDIDATE_VARIANT, scores, decisions, seconds)
         metrics.rows.labels(CANDIDATE_VARIANT, "ok").inc(rows)
         metrics.shadow_compared.inc(rows)
-        metrics.shadow_disagreements.inc(sum(a != b for a, b in zip(decisions, job.champion_decisions, strict=True)))
-        for difference in np.abs(scores - job.champion_scores).tolist():
+        metrics.shadow_disagreements.inc(sum(a != b for a, b in zip(decisions, champion_decisions, strict=True)))
+        for difference in np.abs(scores - champion_scores).tolist():
             metrics.shadow_score_difference.observe(difference)
