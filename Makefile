@@ -57,6 +57,10 @@ slo-rules: install ## Validate monitoring/slo.yaml and regenerate the SLO rules 
 serve: install ## Serve the champion on 127.0.0.1:8000 (HOST, PORT, WORKERS); API docs at /docs
 	@$(RUN) python -m serving --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
+.PHONY: stream
+stream: install ## Score the Redis stream STREAM_INPUT (default transactions) into decisions (docs/streaming.md)
+	@$(RUN) python -m serving.stream
+
 .PHONY: flows
 flows: install ## Local Prefect server (UI on 127.0.0.1:4200) + scheduled deployments + a process worker
 	@$(RUN) python -m flows.local
@@ -75,6 +79,12 @@ ROWS ?= 3000
 .PHONY: traffic
 traffic: install ## Send replayed traffic like the training data to a running service (URL, ROWS), with labels
 	@$(RUN) python -m mlops_recipes.monitoring.traffic --url $(URL) --rows $(ROWS) --labels
+
+STREAM ?= transactions
+
+.PHONY: traffic-stream
+traffic-stream: install ## Append replayed transactions (ROWS) to the Redis stream STREAM for `make stream`
+	@$(RUN) python -m mlops_recipes.monitoring.traffic --stream $(STREAM) --rows $(ROWS)
 
 .PHONY: drift-demo
 drift-demo: install ## Send shifted traffic (amounts x3, +30 points online, 3x fraud): the drift gauges react
@@ -100,6 +110,10 @@ bench-rollout: install ## Champion throughput and p99 with a 100 % shadow candid
 .PHONY: bench-serving
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
 	@$(RUN) python bench/serving.py
+
+.PHONY: bench-stream
+bench-stream: install ## Stream scorer decisions/s and event-to-decision p50/p99 next to /predict (PROJECT=trained folder)
+	@$(RUN) python bench/stream.py --project $(or $(PROJECT),$(CURDIR))
 
 .PHONY: clean
 clean: ## Remove generated data, stores, reports and caches (keeps .venv and the DVC remote)

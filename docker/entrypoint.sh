@@ -2,6 +2,7 @@
 # Entrypoint of the app image: one codebase, several roles, chosen by the container's command.
 #
 #   serve           the scoring service (python -m serving) on 0.0.0.0:8000        (default)
+#   stream          the stream scorer (python -m serving.stream), /metrics on STREAM_METRICS_PORT
 #   train           the whole pipeline once (dvc repro) in the workspace, then the champion summary
 #   worker          register the deployments of flows/prefect.yaml, then a Prefect process worker
 #   prefect-server  the Prefect API and UI on 0.0.0.0:4200 (database: PREFECT_API_DATABASE_CONNECTION_URL)
@@ -58,6 +59,9 @@ role="${1:-serve}"
 case "$role" in
   serve)
     exec python -m serving --host 0.0.0.0 --port 8000 "$@"
+    ;;
+  stream)
+    exec python -m serving.stream "$@"
     ;;
   train)
     prepare_workspace

@@ -97,7 +97,7 @@ merchant_stats_fv = FeatureView(
     tags={"team": "fraud", "refresh": "daily"},
 )
 
-# The contract of fraud model v1: every stored feature the model reads.
+# The contract of fraud_model_v1: every stored feature the model reads.
 fraud_model_v1 = FeatureService(
     name="fraud_model_v1",
     features=[customer_stats_fv, merchant_stats_fv],

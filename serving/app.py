@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from mlops_recipes.io import customer_events
 from mlops_recipes.settings import Settings
 from serving import logs
 from serving.deps import ServiceState
@@ -63,9 +62,7 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
         ),
-        features=OnlineFeatures(
-            settings, update_customers=serving.update_customer_features and customer_events.supports(contract)
-        ),
+        features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
         contract=contract,
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
         monitor=LiveMonitor(
@@ -86,7 +83,7 @@ async def _not_ready(request: Request, error: Exception) -> JSONResponse:
 async def _store_down(request: Request, error: Exception) -> JSONResponse:
     state: ServiceState = request.app.state.service
     state.metrics.store_errors.inc()
-    _log.error("%s", error)
+    _log.error("%s", getattr(error, "detail", error))  # the body names no host, port or driver message
     return problem(request.url.path, 503, str(error), {"Retry-After": "1"})
 
 
@@ -98,7 +95,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     _bound_mlflow_retries(serving)
     state = _state(settings, serving)
     app = FastAPI(
-        title="mlops-recipes fraud scoring",
+        title="MLOps Recipes fraud scoring",
         summary="Scores card transactions with the registry's champion model and online features.",
         version="1",
         lifespan=lifespan,

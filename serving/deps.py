@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from mlops_recipes.contract import Contract
+from mlops_recipes.observability import UNMATCHED_ROUTE
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
@@ -49,17 +51,32 @@ async def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-async def require_api_key(request: Request, state: State) -> None:
-    """Scoring routes need ``X-API-Key`` when ``SERVING_API_KEY`` is set."""
-    expected = state.serving.api_key
+def _check_key(request: Request, state: ServiceState, expected: SecretStr | None) -> None:
+    """401 (counted by route) unless ``X-API-Key`` is ``expected``; no check when ``expected`` is None."""
     if expected is None:
         return
     given = request.headers.get("x-api-key", "")
     if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        route = getattr(request.scope.get("route"), "path", UNMATCHED_ROUTE)
+        state.metrics.key_refusals.labels(route).inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid X-API-Key")
 
 
+async def require_api_key(request: Request, state: State) -> None:
+    """Scoring routes need ``X-API-Key`` when ``SERVING_API_KEY`` is set."""
+    _check_key(request, state, state.serving.api_key)
+
+
+async def require_feedback_key(request: Request, state: State) -> None:
+    """``/feedback`` needs its own key, ``SERVING_FEEDBACK_API_KEY``, when set (else the scoring routes' rule).
+
+    Labels drive live precision and recall, their alerts and retraining: a scoring client must not send them.
+    """
+    _check_key(request, state, state.serving.feedback_api_key or state.serving.api_key)
+
+
 Authorized = Depends(require_api_key)
+FeedbackAuthorized = Depends(require_feedback_key)
 
 
 async def in_scoring_slot(state: ServiceState, call: Callable[[], T]) -> T:

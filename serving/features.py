@@ -1,4 +1,9 @@
-"""Online features for scoring: one Feast lookup per request (or batch) through the model's feature service."""
+"""Online features for scoring: one Feast lookup per request (or batch) through the model's feature service.
+
+The Feast calls are :mod:`mlops_recipes.io.feature_store`'s (the one door to the store, shared with the stages);
+this module adds what a long-running service needs around them: one store per process, cached service handles,
+and errors turned into 503s that name no host.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import logging
 import threading
 from typing import Any
 
-from mlops_recipes.io.customer_events import CustomerEvent, CustomerUpdates, Recorded
-from mlops_recipes.io.feature_store import PER_TRANSACTION, open_store
+from mlops_recipes.io import feature_store
+from mlops_recipes.io.customer_events import CustomerEvent, CustomerKey, CustomerUpdates, Recorded
 from mlops_recipes.io.models import ModelLoadError
 from mlops_recipes.settings import Settings
 
@@ -15,11 +20,19 @@ _log = logging.getLogger("serving.features")
 
 
 class FeatureStoreUnavailable(RuntimeError):
-    """The online store could not be read; the request gets 503 and the next one tries again."""
+    """The online store could not be read; the request gets 503 and the next one tries again.
+
+    The message is what the client reads (what is wrong, not where); ``detail`` keeps the driver's error, with
+    its hosts and ports, for the log only.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException) -> None:
+        super().__init__(message)
+        self.detail = f"{message}: {type(cause).__name__}: {cause}"
 
 
 class OnlineFeatures:
-    """A Feast store opened once per process, read with ``get_online_features``.
+    """A Feast store opened once per process, read through :func:`feature_store.online_features`.
 
     Scored transactions are recorded in their customers' rows with :meth:`record` (unless ``update_customers``).
     """
@@ -38,7 +51,7 @@ class OnlineFeatures:
             # Scoring threads and the monitoring timer may both come first: open the store (seconds) once.
             with self._open_lock:
                 if self._store is None:
-                    self._store = open_store(self._settings)
+                    self._store = feature_store.open_store(self._settings)
         return self._store
 
     def lookup(self, service_name: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -47,17 +60,12 @@ class OnlineFeatures:
             store = self._open()
             service = self._services.get(service_name)
             if service is None:
-                service = self._services[service_name] = store.get_feature_service(service_name)
-            result: dict[str, list[Any]] = store.get_online_features(
-                features=service, entity_rows=entity_rows
-            ).to_dict()
+                service = self._services[service_name] = feature_store.feature_service(store, service_name)
+            return feature_store.online_features(store, entity_rows, service)
         except Exception as error:
             # Forget cached handles: a store that comes back may need a fresh connection or registry read.
             self._services.clear()
-            raise FeatureStoreUnavailable(
-                f"online feature store unavailable: {type(error).__name__}: {error}"
-            ) from error
-        return result
+            raise FeatureStoreUnavailable("online feature store unavailable", cause=error) from error
 
     def record(self, event: CustomerEvent, *, account_created_ts: float | None) -> Recorded:
         """Count a scored transaction in its customer's online row (see :mod:`mlops_recipes.io.customer_events`)."""
@@ -66,7 +74,7 @@ class OnlineFeatures:
             self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
         return recorded
 
-    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+    def row_before(self, customer_id: CustomerKey, time_us: int) -> dict[str, float] | None:
         """The customer's row as of just before ``time_us`` (see :meth:`CustomerUpdates.row_before`)."""
         return self._customer_updates().row_before(customer_id, time_us)
 
@@ -84,20 +92,11 @@ class OnlineFeatures:
         return None if self._updates is None else self._updates.writer.view_name
 
     def materialized_until(self) -> dict[str, float]:
-        """Per feature view, the end of its latest materialization (Unix seconds); never-materialized views are absent.
-
-        Read from the registry (cached for its ``cache_ttl_seconds``), so a running service sees new runs.
-        """
+        """Per batch view, the end of its latest materialization (see :func:`feature_store.materialized_until`)."""
         try:
-            views = self._open().list_feature_views()
+            return feature_store.materialized_until(self._open())
         except Exception as error:
-            raise FeatureStoreUnavailable(f"feature registry unavailable: {type(error).__name__}: {error}") from error
-        # Views updated per transaction are not materialized: their freshness is the newest event written.
-        return {
-            view.name: view.most_recent_end_time.timestamp()
-            for view in views
-            if view.most_recent_end_time is not None and view.tags.get("refresh") != PER_TRANSACTION
-        }
+            raise FeatureStoreUnavailable("feature registry unavailable", cause=error) from error
 
     def check_service(self, service_name: str) -> None:
         """Refuse (:class:`ModelLoadError`) a feature service the registry does not have.
@@ -105,20 +104,13 @@ class OnlineFeatures:
         A store out of reach only logs: the next requests try again, and answer 503 meanwhile.
         """
         try:
-            store = self._open()
-            try:
-                store.get_feature_service(service_name)
-            except Exception as error:
-                if type(error).__name__ != "FeatureServiceNotFoundException":
-                    raise
-                store.refresh_registry()  # the cached registry may predate the service: ask once more
-                store.get_feature_service(service_name)
+            feature_store.feature_service(self._open(), service_name, refresh=True)
+        except feature_store.FeatureServiceMissing as error:
+            raise ModelLoadError(
+                f"the feature_service tag names {service_name!r}, which the feature registry does not have",
+                reason="feature_service",
+            ) from error
         except Exception as error:
-            if type(error).__name__ == "FeatureServiceNotFoundException":
-                raise ModelLoadError(
-                    f"the feature_service tag names {service_name!r}, which the feature registry does not have",
-                    reason="feature_service",
-                ) from error
             _log.warning("cannot check feature service %r (will retry on requests): %s", service_name, error)
 
     def warm_up(self, service_name: str, keys: dict[str, Any]) -> None:

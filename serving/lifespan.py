@@ -76,7 +76,7 @@ def publish_monitoring(state: ServiceState) -> None:
         for view, seconds in state.features.materialized_until().items():
             state.metrics.feature_freshness.labels(view).set(seconds)
     except FeatureStoreUnavailable as error:
-        _log.warning("cannot read feature freshness: %s", error)
+        _log.warning("cannot read feature freshness: %s", error.detail)
     for alias in WATCHED_ALIASES:
         try:
             version = resolve_alias(state.settings, alias)

@@ -90,6 +90,7 @@ class ServiceMetrics:
     alias_skew: Gauge
     behind_alias: Gauge
     store_errors: Counter
+    key_refusals: Counter
     feature_drift: Gauge
     score_drift: Gauge
     drift_window_rows: Gauge
@@ -209,6 +210,12 @@ class ServiceMetrics:
             store_errors=Counter(
                 "feature_store_errors_total",
                 "Online feature store lookups that failed.",
+                registry=registry,
+            ),
+            key_refusals=Counter(
+                "api_key_refusals_total",
+                "Requests refused (401) for a missing or wrong X-API-Key, by route.",
+                ["route"],
                 registry=registry,
             ),
             # Gauges below: with several workers, the highest live worker's value (each has its own window).

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, TRANSACTION_ID, Contract
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from mlops_recipes.core.request_features import request_features, stored_features
 from mlops_recipes.io.customer_events import CustomerEvent, time_us
@@ -162,7 +162,8 @@ def as_of_each_event(
             _log.warning("customer row before the transaction unavailable: %s: %s", type(error).__name__, error)
             continue
         for name in CUSTOMER_FEATURES:
-            stored[name][row] = None if before is None else before[name]
+            if name in stored:  # without account dates the service has no account-age feature
+                stored[name][row] = None if before is None else before[name]
 
 
 def record_scored(
@@ -185,7 +186,7 @@ def record_scored(
     stored_created = stored.get("cust_account_created_ts", [None] * len(transactions))
     for row in sorted(range(len(events)), key=lambda i: events[i].time_us):
         event, started = events[row], time.perf_counter()
-        opened = transactions[row].account_created_at
+        opened = getattr(transactions[row], ACCOUNT_CREATED, None)  # absent without account dates
         created = stored_created[row] if opened is None else time_us(opened) / 1e6
         try:
             recorded = features.record(event, account_created_ts=created)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,10 @@ class ServingSettings(BaseSettings):
         default=10, ge=1, description="MLFLOW_HTTP_REQUEST_TIMEOUT unless set (MLflow's default: 120 s)."
     )
     api_key: SecretStr | None = Field(default=None, description="If set, scoring routes need X-API-Key.")
+    feedback_api_key: SecretStr | None = Field(
+        default=None,
+        description="If set, /feedback takes X-API-Key with this key only (unset: SERVING_API_KEY's rule).",
+    )
     drift_window_rows: int = Field(
         default=2000, ge=100, le=1_000_000, description="Latest scored rows compared with the training reference."
     )
@@ -90,15 +94,23 @@ class ServingSettings(BaseSettings):
             )
         return self
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "feedback_api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         # `SERVING_API_KEY: ${SERVING_API_KEY:-}` in compose passes an empty string when the key is not set.
         return None if value == "" else value
 
-    @field_validator("api_key")
+    @field_validator("api_key", "feedback_api_key")
     @classmethod
-    def _no_weak_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _no_weak_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("SERVING_API_KEY must be at least 16 characters (or unset to disable auth)")
+            name = f"SERVING_{(info.field_name or '').upper()}"
+            raise ValueError(f"{name} must be at least 16 characters (or unset to disable auth)")
         return value
+
+    @model_validator(mode="after")
+    def _labels_key_is_its_own(self) -> ServingSettings:
+        # Whoever may score must not be able to send labels (fake labels drive live recall and retraining).
+        if self.feedback_api_key is not None and self.feedback_api_key == self.api_key:
+            raise ValueError("SERVING_FEEDBACK_API_KEY must differ from SERVING_API_KEY")
+        return self

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import tools
+from support import project_copy, tools
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -85,6 +85,12 @@ def tool_chromium() -> str:
     return tools.require("chromium")
 
 
+@pytest.fixture(scope="session")
+def tool_compose() -> str:
+    """Path of Docker Compose (``docker-compose``, or the v2 plugin's binary): ``config`` needs no engine."""
+    return tools.require("compose")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs an external tool, directly or through another fixture."""
     for item in items:
@@ -129,6 +135,7 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = project_env(root)
+        self.first_repro = ""  # what the first `dvc repro` printed, where the fixture keeps it
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run a command in the project; on unexpected failure show its output."""
@@ -147,10 +154,14 @@ class Project:
         uri = f"sqlite:///{self.root / 'mlflow.db'}"
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    def write_params(self, override: dict[str, Any]) -> None:
-        """Write ``params.yaml``: the repo's defaults, then ``override``."""
-        defaults = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    def write_params(self, override: dict[str, Any], base: Path = REPO_ROOT / "params.yaml") -> None:
+        """Write ``params.yaml``: ``base``'s values (the repo's defaults), then ``override``."""
+        defaults = yaml.safe_load(base.read_text())
         (self.root / "params.yaml").write_text(yaml.safe_dump(merge(defaults, override), sort_keys=False))
+
+    def shrink_params(self) -> None:
+        """Put TINY_PARAMS over the project's own params.yaml (a Copier render has its own names in it)."""
+        self.write_params(TINY_PARAMS, base=self.root / "params.yaml")
 
     def commit(self, message: str) -> None:
         """Commit everything (DVC experiments need a commit)."""
@@ -239,6 +250,12 @@ def other_contract_text() -> str:
 
 
 @pytest.fixture(scope="session")
+def project_at() -> Callable[[Path], Project]:
+    """Drive a project folder made another way (a Copier render) with the helpers of a template copy."""
+    return Project
+
+
+@pytest.fixture(scope="session")
 def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, dict[str, Any]], Project]:
     """Build a fresh project copy with tiny params plus overrides."""
 
@@ -246,3 +263,33 @@ def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
         return make_project(tmp_path_factory.mktemp(name), merge(TINY_PARAMS, override))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def trained_template(project_factory: Callable[[str, dict[str, Any]], Project]) -> Project:
+    """The session's one `dvc repro` on the tiny defaults; tests get copies of it (``trained_copy``), never it.
+
+    ``first_repro`` keeps what that run printed (every stage ran) for the tests that check the first run.
+    """
+    project = project_factory("trained-template", {})
+    result = project.run("dvc", "repro")
+    project.first_repro = result.stdout + result.stderr
+    return project
+
+
+@pytest.fixture(scope="session")
+def trained_copy(trained_template: Project, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Project]:
+    """``trained_copy(name)``: a project of its own in the state `dvc repro` left (champion v1, stores filled).
+
+    Copying takes well under a second where each `dvc repro` costs 30 s or more: tests that need a trained project
+    to change (retrain, promote, rewind its stores) take a copy instead of training their own.
+    """
+
+    def copy(name: str) -> Project:
+        root = tmp_path_factory.mktemp(name)
+        project_copy.copy_trained(trained_template.root, root)
+        project = Project(root)
+        project.first_repro = trained_template.first_repro
+        return project
+
+    return copy

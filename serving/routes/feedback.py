@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mlops_recipes.observability import FEEDBACK
-from serving.deps import Authorized, State
+from serving.deps import FeedbackAuthorized, State
 from serving.errors import PROBLEM_RESPONSES, too_many
 from serving.schemas import FeedbackRequest, FeedbackResponse
 
 router = APIRouter(tags=["monitoring"])
 
 
-@router.post(FEEDBACK, response_model=FeedbackResponse, responses=PROBLEM_RESPONSES, dependencies=[Authorized])
+@router.post(FEEDBACK, response_model=FeedbackResponse, responses=PROBLEM_RESPONSES, dependencies=[FeedbackAuthorized])
 async def feedback(request: FeedbackRequest, state: State) -> FeedbackResponse:
     """Confirmed labels of transactions scored earlier with a ``transaction_id``: live precision and recall.
 

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="a candidate beside the champion on the same holdout, with figures")
     compare.add_argument("--candidate", help="registry version (default: the challenger)")
     compare.add_argument("--champion", help="registry version (default: the champion)")
+    commands.add_parser("stream", help="score the Redis stream of transactions into decisions (docs/streaming.md)")
     _rollout_parser(commands)
     show = commands.add_parser("params", help="validate and print the parameters")
     show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
@@ -166,6 +167,10 @@ def _card_version(client: Any, name: str) -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stream":  # the scorer shell lives with the service (serving.stream), as `make serve`
+        from serving.stream.__main__ import main as stream
+
+        return stream([])
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
         return 0

@@ -79,11 +79,9 @@ class ServiceProcess:
 
 
 @pytest.fixture(scope="session")
-def trained_project(project_factory: Callable[[str, dict[str, Any]], Any]) -> Any:
+def trained_project(trained_copy: Callable[[str], Any]) -> Any:
     """A project copy after `dvc repro`: a champion in its MLflow store, features in its online store."""
-    project = project_factory("serving", {})
-    project.run("dvc", "repro")
-    return project
+    return trained_copy("serving")
 
 
 @pytest.fixture
@@ -288,14 +286,16 @@ def prefect_server() -> Iterator[None]:
 class PrometheusProcess:
     """The real Prometheus binary on a loopback port, scraping one target every second."""
 
-    def __init__(self, binary: str, rule_files: list[Path], target: str, directory: Path) -> None:
+    def __init__(
+        self, binary: str, rule_files: list[Path], target: str, directory: Path, job: str = "fraud-serving"
+    ) -> None:
         config = directory / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(path) for path in rule_files],
-                    "scrape_configs": [{"job_name": "fraud-serving", "static_configs": [{"targets": [target]}]}],
+                    "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
                 }
             )
         )
@@ -350,18 +350,20 @@ def rules_without_for(source: Path, directory: Path) -> Path:
 
 @pytest.fixture
 def start_prometheus(tmp_path: Path, tool_prometheus: str) -> Iterator[Callable[..., PrometheusProcess]]:
-    """``start_prometheus(rule_files, "127.0.0.1:port", fire_at_once=False)``: a Prometheus scraping that target.
+    """``start_prometheus(rule_files, "127.0.0.1:port", fire_at_once=False, job=...)``: Prometheus scraping a target.
 
     ``fire_at_once`` drops the alerts' ``for:`` durations. Every Prometheus started is stopped at teardown.
     """
     started: list[PrometheusProcess] = []
 
-    def start(rule_files: list[Path], target: str, *, fire_at_once: bool = False) -> PrometheusProcess:
+    def start(
+        rule_files: list[Path], target: str, *, fire_at_once: bool = False, job: str = "fraud-serving"
+    ) -> PrometheusProcess:
         directory = tmp_path / f"prometheus-{len(started)}"
         directory.mkdir()
         if fire_at_once:
             rule_files = [rules_without_for(path, directory) for path in rule_files]
-        prometheus = PrometheusProcess(tool_prometheus, rule_files, target, directory)
+        prometheus = PrometheusProcess(tool_prometheus, rule_files, target, directory, job)
         started.append(prometheus)
         return prometheus
 

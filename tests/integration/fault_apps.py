@@ -80,11 +80,11 @@ def install() -> None:
 
     Imports neither Feast nor prometheus_client (nor MLflow: the launcher must set up metrics first).
     """
-    import serving.features
+    from mlops_recipes.io import feature_store  # the service opens its store through this module
 
     _install_model_faults()
 
-    real_open = serving.features.open_store
+    real_open = feature_store.open_store
 
     def open_store(settings: Any) -> Any:
         store = real_open(settings)
@@ -97,7 +97,7 @@ def install() -> None:
         store.get_online_features = get_online_features
         return store
 
-    serving.features.open_store = open_store
+    feature_store.open_store = open_store
 
 
 def create_app() -> Any:

@@ -1,7 +1,7 @@
 """Evaluation a person can look at: figures in the MLflow run, an offline `dvc plots show` page, segments,
 the model card, and the comparison with the champion.
 
-One project copy runs `dvc repro` once; the tests then read what it left (the run, the registry, plots/).
+One trained project copy (what `dvc repro` left); the tests read it (the run, the registry, plots/).
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ def png_size(content: bytes) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def project(project_factory: Any) -> Any:
-    project = project_factory("evaluation", {})
-    project.run("dvc", "repro")
-    return project
+def project(trained_copy: Any) -> Any:
+    return trained_copy("evaluation")
 
 
 def train_run(project: Any) -> dict[str, Any]:

@@ -358,3 +358,64 @@ def test_feature_service_is_exactly_the_stored_features_contract(feast_store: St
     assert len(names) == len(set(names))
     assert set(names) == set(STORED_FEATURES)
     assert {reference.split(":", 1)[0] for reference in references} == {"customer_stats", "merchant_stats"}
+
+
+def test_apply_refuses_to_change_a_feature_service_a_registered_model_uses(feast_store: Store, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from mlflow import MlflowClient
+
+    from mlops_recipes.io import feature_store, registry
+
+    # A real registry (SQLite): v2 is champion and replaced v1 (the rollback target), both on the service.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("fraud-detector")
+    (tmp_path / "model").mkdir()
+    for _ in range(2):
+        client.create_model_version("fraud-detector", str(tmp_path / "model"), tags={"feature_service": SERVICE})
+    client.set_model_version_tag("fraud-detector", "2", registry.PREVIOUS_CHAMPION_TAG, "1")
+    client.set_registered_model_alias("fraud-detector", registry.CHAMPION, "2")
+
+    def users() -> dict[str, list[str]]:
+        return registry.services_in_use(client, "fraud-detector")
+
+    store, repo = feast_store.store, feast_store.settings.feature_repo_path
+    assert users() == {SERVICE: ["champion v2", "rollback target v1"]}
+    # Unchanged definitions apply (and never ask the model registry).
+    feature_store.apply_definitions(store, feast_store.definitions, users=lambda: pytest.fail("asked"))
+
+    definitions_file = repo / "features.py"
+    original = definitions_file.read_text()
+    changed = original.replace("ttl=timedelta(days=30)", "ttl=timedelta(days=31)")
+    assert changed != original
+    definitions_file.write_text(changed)
+    try:
+        longer_ttl = feature_store.load_definitions(repo)
+        with pytest.raises(feature_store.FeatureServiceInUse) as refused:
+            feature_store.apply_definitions(store, longer_ttl, users=users)
+        message = str(refused.value)
+        assert f"'{SERVICE}' (used by champion v2, rollback target v1)" in message
+        assert "ttl 30 days, 0:00:00" in message
+        assert "ttl 31 days, 0:00:00" in message
+        assert "publish a new versioned service" in message
+        # Nothing was applied.
+        registered = store.registry.get_feature_view("customer_stats", store.project, allow_cache=False)
+        assert registered.ttl == dt.timedelta(days=30)
+        # Once no model uses the service, the same change applies.
+        feature_store.apply_definitions(store, longer_ttl, users=dict)
+        registered = store.registry.get_feature_view("customer_stats", store.project, allow_cache=False)
+        assert registered.ttl == dt.timedelta(days=31)
+    finally:
+        definitions_file.write_text(original)
+        feature_store.apply_definitions(store, feature_store.load_definitions(repo))
+    # Removing the service in use is refused as well.
+    without = feature_store.Definitions(
+        entities=feast_store.definitions.entities,
+        data_sources=feast_store.definitions.data_sources,
+        feature_views=feast_store.definitions.feature_views,
+        feature_services=[],
+    )
+    with pytest.raises(feature_store.FeatureServiceInUse, match="no longer declared"):
+        feature_store.apply_definitions(store, without, users=users)
+    assert SERVICE in {s.name for s in store.list_feature_services()}

@@ -12,9 +12,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def project(project_factory: Any) -> Any:
-    project = project_factory("flows", {})
-    project.run("dvc", "repro")
+def project(trained_copy: Any) -> Any:
+    project = trained_copy("flows")
     project.commit("trained")
     return project
 

@@ -22,7 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
-# A project of its own (dvc repro, ~30 s on an idle machine, minutes on a busy one) and a replay through the service.
+# A trained project copy of its own (its stores get rewound and updated) and a replay through the service.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 REPLAY_HOURS = 48
@@ -43,10 +43,8 @@ def _settings(project: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def fresh_project(project_factory: Callable[[str, dict[str, Any]], Any]) -> Any:
-    project = project_factory("fresh", {})
-    project.run("dvc", "repro", timeout=1500)
-    return project
+def fresh_project(trained_copy: Callable[[str], Any]) -> Any:
+    return trained_copy("fresh")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ TEST_FILES = sorted(PROMETHEUS_DIR.glob("tests/*_test.yml"))
 _NOT_METRICS = {
     "sum", "rate", "increase", "count", "by", "histogram_quantile", "clamp_min", "le", "up", "humanizePercentage",
     "humanizeDuration", "value", "labels", "instance", "route", "status", "entity", "result", "job", "model_version",
-    "or", "vector", "and", "on", "group_left", "max", "min", "time",
+    "or", "vector", "and", "on", "group_left", "max", "min", "time", "deriv",
 }  # fmt: skip
 
 
@@ -41,19 +41,20 @@ def test_promtool(args: list[str], cwd: Path, tool_promtool: str) -> None:
 
 def test_rule_and_test_files_are_found() -> None:
     # The parametrized promtool checks would pass vacuously on an empty glob.
-    assert {"serving.yml", "slo.yml", "model.yml"} <= {path.name for path in RULE_FILES}
-    assert {"serving_test.yml", "slo_test.yml", "model_test.yml"} <= {path.name for path in TEST_FILES}
+    assert {"serving.yml", "slo.yml", "model.yml", "stream.yml"} <= {path.name for path in RULE_FILES}
+    assert {"serving_test.yml", "slo_test.yml", "model_test.yml", "stream_test.yml"} <= {p.name for p in TEST_FILES}
 
 
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=[path.name for path in RULE_FILES])
 def test_rules_use_only_metrics_the_service_exports(rule_file: Path) -> None:
     from serving.metrics import ServiceMetrics
+    from serving.stream.metrics import StreamMetrics
 
+    service_metrics = ServiceMetrics.create()
+    StreamMetrics.create(service_metrics.registry)  # the stream scorer exports both
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     exported = {
-        family.name + suffix
-        for family in ServiceMetrics.create().registry.collect()
-        for suffix in suffixes[family.type]
+        family.name + suffix for family in service_metrics.registry.collect() for suffix in suffixes[family.type]
     }
     rules = yaml.safe_load(rule_file.read_text())
     recorded = {

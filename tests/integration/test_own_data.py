@@ -8,6 +8,8 @@ account-creation date, a country and a merchant-category column and two columns 
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -85,9 +87,25 @@ def test_the_service_takes_the_contract_shape(own_data_project: Any, start_servi
         "country": "FR",
         "merchant_category": "5411",
     }
-    scored = httpx.post(service.url + "/predict", json=body, timeout=10)
+    scored = httpx.post(service.url + "/predict", json=body | {"transaction_id": "own-1"}, timeout=10)
     assert scored.status_code == 200, scored.text
     assert "cust_txn_count_7d" not in scored.json()["missing_features"]  # the string key found its features
+
+    # String ids and no account date: the customer event log holds them too, so each scored transaction is
+    # counted in its customer's online row (leading zeros kept; a retry counted once).
+    features_report = json.loads((own_data_project.root / "reports" / "features.json").read_text())
+    assert features_report["customer_event_log"]["events"] > 0, features_report["customer_event_log"]
+    again = httpx.post(service.url + "/predict", json=body | {"transaction_id": "own-1"}, timeout=10)
+    assert again.status_code == 200, again.text
+    metrics = httpx.get(service.url + "/metrics", timeout=10).text
+    assert 'customer_feature_updates_total{outcome="counted"} 1.0' in metrics
+    assert 'customer_feature_updates_total{outcome="duplicate"} 1.0' in metrics
+    log = sqlite3.connect(own_data_project.root / "data" / "feast" / "customer_events.db")
+    try:
+        logged = log.execute("SELECT customer_key FROM customer_log_events WHERE transaction_id = 'own-1'").fetchall()
+    finally:
+        log.close()
+    assert logged == [(known["customer_id"],)]
 
     refused = httpx.post(service.url + "/predict", json=body | {"channel": "online", "customer_id": 7}, timeout=10)
     assert refused.status_code == 422

@@ -55,11 +55,9 @@ def _kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool], 
 
 
 @pytest.fixture(scope="module")
-def clean(project_factory: Callable[[str, dict[str, Any]], Any]) -> Any:
-    """A project whose stages up to dataset ran without interruption: the reference, then the train test's."""
-    project = project_factory("uninterrupted", {})
-    project.run("dvc", "repro", "dataset")
-    return project
+def clean(trained_copy: Callable[[str], Any]) -> Any:
+    """A project whose stages ran without interruption: the reference, then the train test's."""
+    return trained_copy("uninterrupted")
 
 
 def _online_rows(project: Any, customers: list[int]) -> dict[str, list[Any]]:

@@ -28,7 +28,6 @@ pytestmark = pytest.mark.integration
 MODEL = "fraud-detector"
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 ROLLOUT_RULES = MONITORING / "prometheus" / "rules" / "rollout.yml"
-DASHBOARDS = MONITORING / "grafana" / "dashboards"
 # Read-only scoring (the same transaction scores the same each time), a fast watcher.
 ENV = {"SERVING_POLL_INTERVAL_S": "0.3", "SERVING_UPDATE_CUSTOMER_FEATURES": "false", "SERVING_MAX_BATCH": "64"}
 ERRORS = 'sum(rate(rollout_scored_rows_total{variant="candidate",outcome="error"}[15s]))'
@@ -307,8 +306,9 @@ def test_abort_and_promote_under_eight_clients_fail_nothing_and_change_versions_
 
 def rollout_row_queries() -> list[str]:
     """The queries of the dashboard's rollout row (the rest of the dashboard is checked in test_monitoring_live)."""
-    dashboard = json.loads((DASHBOARDS / "fraud-serving.json").read_text(encoding="utf-8"))
-    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "rollout_" in t["expr"]]
+    from support.dashboards import dashboard_queries, is_rollout_query
+
+    return [expr for _, expr in dashboard_queries() if is_rollout_query(expr)]
 
 
 def _plan(path: Path) -> Path:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 MODEL = "fraud-detector"
 VALID = {"customer_id": 1, "merchant_id": 1, "amount": 25.0, "channel": "pos"}
 API_KEY = "test-key-0123456789abcdef"
+FEEDBACK_KEY = "test-labels-key-0123456789"
 
 
 @pytest.fixture
@@ -169,8 +170,12 @@ def test_infer_with_a_wrong_tensor_is_400_in_the_protocol_error_shape(
     assert set(response.json()) == {"error"}
 
 
-def test_api_key_guards_the_scoring_routes_only(trained_project: Any, start_isolated_service: Any) -> None:
-    service = start_isolated_service(trained_project, env={"SERVING_API_KEY": API_KEY})
+def test_api_keys_guard_the_scoring_routes_and_the_labels_apart(
+    trained_project: Any, start_isolated_service: Any, scrape: Any
+) -> None:
+    service = start_isolated_service(
+        trained_project, env={"SERVING_API_KEY": API_KEY, "SERVING_FEEDBACK_API_KEY": FEEDBACK_KEY}
+    )
     service.wait_ready()
     infer = {"inputs": [{"name": "input-0", "shape": [1, 21], "datatype": "FP64", "data": [None] * 21}]}
     scoring = [
@@ -187,6 +192,18 @@ def test_api_key_guards_the_scoring_routes_only(trained_project: Any, start_isol
             assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200), path
             key = "error" if path.startswith("/v2") else "detail"  # the Open Inference Protocol's error shape
             assert missing.json() == {key: "missing or invalid X-API-Key"}
+        # Labels take their own key only: a scoring client cannot send them, a labelling job cannot score.
+        labels = {"labels": [{"transaction_id": "t-1", "is_fraud": True}]}
+        feedback = [
+            http.post("/feedback", json=labels, headers=headers).status_code
+            for headers in ({}, {"X-API-Key": API_KEY}, {"X-API-Key": FEEDBACK_KEY})
+        ]
+        assert feedback == [401, 401, 200]
+        assert http.post("/predict", json=VALID, headers={"X-API-Key": FEEDBACK_KEY}).status_code == 401
+        refusals = scrape(service)
+        assert refusals.value("api_key_refusals_total", route="/feedback") == 2
+        assert refusals.value("api_key_refusals_total", route="/predict") == 3
+        assert refusals.value("api_key_refusals_total", route="/predict/batch") == 2
         # Probes, metadata and metrics stay open: orchestrators and scrapers hold no key.
         for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/ready"):
             assert http.get(path).status_code == 200, path

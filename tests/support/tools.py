@@ -1,4 +1,4 @@
-"""External tools that no Python package ships (promtool, prometheus, chromium): found, skipped or required.
+"""External tools no Python package ships (promtool, prometheus, chromium, compose): found, skipped or required.
 
 A test that needs one asks for the fixture ``tool_<name>`` (``tests/conftest.py``) and gets its path; every such
 test is marked ``tools`` at collection (``pytest -m tools`` runs just them). Where a tool is missing, the test is
@@ -57,6 +57,17 @@ TOOLS = {
         Tool("promtool", ("promtool",), debian="prometheus", macos="prometheus"),
         Tool("prometheus", ("prometheus",), debian="prometheus", macos="prometheus"),
         Tool("chromium", ("chromium", "chromium-browser", "google-chrome"), debian="chromium", macos="--cask chromium"),
+        # Docker Compose: the standalone binary, or Compose v2's CLI plugin (which also runs on its own).
+        Tool(
+            "compose",
+            (
+                "docker-compose",
+                "/usr/libexec/docker/cli-plugins/docker-compose",
+                "/usr/local/lib/docker/cli-plugins/docker-compose",
+            ),
+            debian="docker-compose",
+            macos="docker-compose",
+        ),
     )
 }
 

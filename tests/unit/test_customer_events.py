@@ -7,6 +7,7 @@ failure). The Redis backend runs the same checks in tests/integration/test_scale
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,50 @@ def test_history_survives_a_new_connection(tmp_path: Path) -> None:
     SqliteEventLog(path).record(_event("b", 1), account_created_ts=None, write=rows)  # a restart, another worker
 
     assert rows.last["cust_txn_count_1h"] == 2
+
+
+def test_string_ids_are_kept_as_they_are(log: SqliteEventLog) -> None:
+    rows = Rows()
+    # A contract with string ids: "007" and "7" are two customers (an INTEGER key column would merge them).
+    for tx, customer in (("a", "007"), ("b", "7"), ("c", "007")):
+        event = CustomerEvent(customer_id=customer, transaction_id=tx, time_us=T0, amount=10.0)
+        log.record(event, account_created_ts=None, write=rows)
+
+    assert [(key, row["cust_txn_count_1h"]) for key, _, row in rows.written] == [("007", 1), ("7", 1), ("007", 2)]
+    assert set(log.history("007")[0]) == {"a", "c"}
+    assert set(log.history("7")[0]) == {"b"}
+
+
+def test_no_account_date_leaves_the_account_age_unknown(log: SqliteEventLog) -> None:
+    rows = Rows()
+    log.load([_event("a", 0), _event("b", 1)], {}, write=rows)  # the contract has no account date
+
+    assert rows.last["cust_txn_count_1h"] == 2
+    assert math.isnan(rows.last["cust_account_created_ts"])  # the writer leaves it out of a view without it
+
+
+def test_a_log_of_the_integer_key_schema_is_moved_over(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "customer_events.db"
+    with sqlite3.connect(path) as legacy:  # the tables as written before string ids
+        legacy.executescript(
+            """
+            CREATE TABLE customer_events (customer_id INTEGER NOT NULL, transaction_id TEXT NOT NULL,
+                time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_id, transaction_id));
+            CREATE TABLE customer_state (customer_id INTEGER PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
+            """
+        )
+        legacy.execute("INSERT INTO customer_events VALUES (1, 'a', ?, 10.0)", (T0,))
+        legacy.execute("INSERT INTO customer_state VALUES (1, 7.0, ?)", (T0,))
+    legacy.close()
+
+    rows = Rows()
+    SqliteEventLog(path).record(_event("b", 1), account_created_ts=None, write=rows)
+
+    assert rows.last["cust_txn_count_1h"] == 2  # the legacy event counts
+    assert rows.last["cust_account_created_ts"] == 7.0
+    with sqlite3.connect(path) as moved:
+        tables = {name for (name,) in moved.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    moved.close()
+    assert tables == {"customer_log_events", "customer_log_state"}

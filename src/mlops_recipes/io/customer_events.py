@@ -11,6 +11,10 @@ and every restart sees the same history:
 * scaled profile (Redis online store): two hashes per customer on the same Redis, under a per-customer lock
   (``SET NX PX``, released only by its holder).
 
+Customers are keyed as the data contract types them (integer or string ids; SQLite keeps keys as text, so a
+string id keeps its leading zeros). Without an account-creation date the account age is NaN in the computed row,
+and the Feast writer leaves it out (the view has no such feature).
+
 The update of one customer is one critical section: duplicate check, event insert, row computation, the Feast
 write, then the log commit. Concurrent transactions of one customer therefore each see all earlier ones (no lost
 update); a ``transaction_id`` already recorded is not counted again (a client retry); a failed Feast write leaves
@@ -44,8 +48,10 @@ import numpy as np
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
 from mlops_recipes.core.aggregates import customer_row, longest_window_us
 
+# A customer's key, as the data contract types it (``ids.customer_id``: int or string).
+CustomerKey = int | str
 # What a writer does with a computed row: (customer_id, stamp, row). The Feast write in production.
-RowWriter = Callable[[Sequence[tuple[int, dt.datetime, dict[str, float]]]], None]
+RowWriter = Callable[[Sequence[tuple[CustomerKey, dt.datetime, dict[str, float]]]], None]
 
 
 class EventLogError(RuntimeError):
@@ -56,7 +62,7 @@ class EventLogError(RuntimeError):
 class CustomerEvent:
     """A scored transaction as the customer's history needs it."""
 
-    customer_id: int
+    customer_id: CustomerKey
     transaction_id: str
     time_us: int
     amount: float
@@ -116,8 +122,8 @@ def _split(
     return kept, [tx for tx in logged if tx not in kept]
 
 
-def _by_customer(events: Iterable[CustomerEvent]) -> dict[int, list[CustomerEvent]]:
-    grouped: dict[int, list[CustomerEvent]] = {}
+def _by_customer(events: Iterable[CustomerEvent]) -> dict[CustomerKey, list[CustomerEvent]]:
+    grouped: dict[CustomerKey, list[CustomerEvent]] = {}
     for event in events:
         grouped.setdefault(event.customer_id, []).append(event)
     return grouped
@@ -135,7 +141,7 @@ class CustomerEventLog(Protocol):
     def load(
         self,
         events: Iterable[CustomerEvent],
-        account_created_ts: dict[int, float],
+        account_created_ts: dict[CustomerKey, float],
         *,
         write: RowWriter,
         replace_until_us: int | None = None,
@@ -148,7 +154,7 @@ class CustomerEventLog(Protocol):
         """
         ...
 
-    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:  # pragma: no cover
+    def history(self, customer_id: CustomerKey) -> tuple[dict[str, tuple[int, float]], float]:  # pragma: no cover
         """The customer's logged events (transaction_id → (time µs, amount)) and account creation time (or NaN)."""
         ...
 
@@ -161,6 +167,40 @@ def _created(stored: float | None, given: float | None) -> float:
     if stored is not None and not math.isnan(stored):
         return stored
     return math.nan if given is None else given
+
+
+# Keys are TEXT: integer ids compare equal to their text form, string ids are kept as they are (an INTEGER column
+# would turn "007" into 7, and an INTEGER PRIMARY KEY refuses text). Logs written before string ids (tables
+# customer_events / customer_state with INTEGER keys) are moved into these tables once, on the first connection.
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS customer_log_events (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL, "
+    "time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id))",
+    "CREATE TABLE IF NOT EXISTS customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, "
+    "stamp_us INTEGER)",
+)
+_LEGACY = {
+    "customer_events": "INSERT OR IGNORE INTO customer_log_events "
+    "SELECT CAST(customer_id AS TEXT), transaction_id, time_us, amount FROM customer_events",
+    "customer_state": "INSERT OR IGNORE INTO customer_log_state "
+    "SELECT CAST(customer_id AS TEXT), account_created_ts, stamp_us FROM customer_state",
+}
+
+
+def _create_tables(connection: sqlite3.Connection) -> None:
+    """The log's tables, and the move of a legacy log into them, in one write transaction (any process may race)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _TABLES:
+            connection.execute(statement)
+        existing = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for legacy, move in _LEGACY.items():
+            if legacy in existing:
+                connection.execute(move)
+                connection.execute(f"DROP TABLE {legacy}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 class SqliteEventLog:
@@ -186,61 +226,46 @@ class SqliteEventLog:
             # commits, a process crash loses nothing). The log is rebuilt from the data by the features stage.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS customer_events (
-                    customer_id INTEGER NOT NULL,
-                    transaction_id TEXT NOT NULL,
-                    time_us INTEGER NOT NULL,
-                    amount REAL NOT NULL,
-                    PRIMARY KEY (customer_id, transaction_id)
-                );
-                CREATE TABLE IF NOT EXISTS customer_state (
-                    customer_id INTEGER PRIMARY KEY,
-                    account_created_ts REAL,
-                    stamp_us INTEGER
-                );
-                """
-            )
+            _create_tables(connection)
             self._connection = connection
         return self._connection
 
     def _merge(
         self,
         connection: sqlite3.Connection,
-        customer: int,
+        customer: CustomerKey,
         events: Sequence[CustomerEvent],
         created: float | None,
         replace_until_us: int | None,
-    ) -> tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]:
+    ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
         cursor = connection.execute(
-            "SELECT transaction_id, time_us, amount FROM customer_events WHERE customer_id = ?", (customer,)
+            "SELECT transaction_id, time_us, amount FROM customer_log_events WHERE customer_key = ?", (customer,)
         )
         history, replaced = _split({tx: (t, a) for tx, t, a in cursor.fetchall()}, replace_until_us)
         new = list({e.transaction_id: e for e in events if e.transaction_id not in history}.values())
         if not new:
             return 0, None
         connection.executemany(
-            "DELETE FROM customer_events WHERE customer_id = ? AND transaction_id = ?",
+            "DELETE FROM customer_log_events WHERE customer_key = ? AND transaction_id = ?",
             [(customer, tx) for tx in replaced],
         )
         state = connection.execute(
-            "SELECT account_created_ts, stamp_us FROM customer_state WHERE customer_id = ?", (customer,)
+            "SELECT account_created_ts, stamp_us FROM customer_log_state WHERE customer_key = ?", (customer,)
         ).fetchone()
         account_created = _created(state[0] if state else None, created)
         row, stamp_us, expired = next_row(
             history, new, account_created_ts=account_created, previous_stamp_us=state[1] if state else None
         )
         connection.executemany(
-            "INSERT INTO customer_events VALUES (?, ?, ?, ?)",
+            "INSERT INTO customer_log_events VALUES (?, ?, ?, ?)",
             [(customer, e.transaction_id, e.time_us, e.amount) for e in new],
         )
         connection.executemany(
-            "DELETE FROM customer_events WHERE customer_id = ? AND transaction_id = ?",
+            "DELETE FROM customer_log_events WHERE customer_key = ? AND transaction_id = ?",
             [(customer, tx) for tx in expired],
         )
         connection.execute(
-            "INSERT INTO customer_state VALUES (?, ?, ?) ON CONFLICT(customer_id) DO UPDATE SET "
+            "INSERT INTO customer_log_state VALUES (?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
             "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us",
             (customer, None if math.isnan(account_created) else account_created, stamp_us),
         )
@@ -248,11 +273,11 @@ class SqliteEventLog:
 
     def _transaction(
         self,
-        groups: dict[int, list[CustomerEvent]],
-        created: dict[int, float],
+        groups: dict[CustomerKey, list[CustomerEvent]],
+        created: dict[CustomerKey, float],
         write: RowWriter,
         replace_until_us: int | None = None,
-    ) -> list[tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]]:
+    ) -> list[tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]]:
         with self._lock:
             try:
                 connection = self._connect()
@@ -281,7 +306,7 @@ class SqliteEventLog:
     def load(
         self,
         events: Iterable[CustomerEvent],
-        account_created_ts: dict[int, float],
+        account_created_ts: dict[CustomerKey, float],
         *,
         write: RowWriter,
         replace_until_us: int | None = None,
@@ -290,23 +315,24 @@ class SqliteEventLog:
         with self._lock:
             connection = self._connect()
             connection.executemany(
-                "INSERT INTO customer_state (customer_id, account_created_ts) VALUES (?, ?) "
-                "ON CONFLICT(customer_id) DO UPDATE SET account_created_ts = excluded.account_created_ts",
+                "INSERT INTO customer_log_state (customer_key, account_created_ts) VALUES (?, ?) "
+                "ON CONFLICT(customer_key) DO UPDATE SET account_created_ts = excluded.account_created_ts",
                 list(account_created_ts.items()),
             )
         results = self._transaction(_by_customer(events), account_created_ts, write, replace_until_us)
         return sum(counted for counted, _ in results)
 
-    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+    def history(self, customer_id: CustomerKey) -> tuple[dict[str, tuple[int, float]], float]:
         """The customer's logged events and account creation time (a read: no write lock)."""
         with self._lock:
             try:
                 connection = self._connect()
                 rows = connection.execute(
-                    "SELECT transaction_id, time_us, amount FROM customer_events WHERE customer_id = ?", (customer_id,)
+                    "SELECT transaction_id, time_us, amount FROM customer_log_events WHERE customer_key = ?",
+                    (customer_id,),
                 ).fetchall()
                 state = connection.execute(
-                    "SELECT account_created_ts FROM customer_state WHERE customer_id = ?", (customer_id,)
+                    "SELECT account_created_ts FROM customer_log_state WHERE customer_key = ?", (customer_id,)
                 ).fetchone()
             except sqlite3.Error as error:
                 raise EventLogError(f"customer event log unavailable: {error}") from error
@@ -317,8 +343,8 @@ class SqliteEventLog:
         """Forget every customer's history."""
         with self._lock:
             connection = self._connect()
-            connection.execute("DELETE FROM customer_events")
-            connection.execute("DELETE FROM customer_state")
+            connection.execute("DELETE FROM customer_log_events")
+            connection.execute("DELETE FROM customer_log_state")
 
 
 # Releases the lock only if it still holds this holder's token (a lock that expired may belong to another now).
@@ -342,7 +368,7 @@ class RedisEventLog:
         self._wait_s = lock_wait_s
         self._release = client.register_script(_RELEASE)
 
-    def _keys(self, customer_id: int) -> tuple[str, str, str]:
+    def _keys(self, customer_id: CustomerKey) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{customer_id}}}"
         return f"{base}:events", f"{base}:state", f"{base}:lock"
 
@@ -359,12 +385,12 @@ class RedisEventLog:
 
     def _merge(
         self,
-        customer: int,
+        customer: CustomerKey,
         events: Sequence[CustomerEvent],
         created_given: float | None,
         write: RowWriter,
         replace_until_us: int | None = None,
-    ) -> tuple[int, tuple[int, dt.datetime, dict[str, float]] | None]:
+    ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
         import redis
 
         events_key, state_key, lock = self._keys(customer)
@@ -417,7 +443,7 @@ class RedisEventLog:
     def load(
         self,
         events: Iterable[CustomerEvent],
-        account_created_ts: dict[int, float],
+        account_created_ts: dict[CustomerKey, float],
         *,
         write: RowWriter,
         replace_until_us: int | None = None,
@@ -430,7 +456,7 @@ class RedisEventLog:
             self._merge(c, group, account_created_ts.get(c), write, replace_until_us)[0] for c, group in groups.items()
         )
 
-    def history(self, customer_id: int) -> tuple[dict[str, tuple[int, float]], float]:
+    def history(self, customer_id: CustomerKey) -> tuple[dict[str, tuple[int, float]], float]:
         """The customer's logged events and account creation time (a read: no lock)."""
         import redis
 
@@ -498,15 +524,6 @@ def _recorded(counted: Any, pending: Any) -> Recorded:
     return Recorded(counted=bool(counted), row=pending[2], stamp=pending[1])
 
 
-def supports(contract: Any) -> bool:
-    """Whether the event log can hold this contract's customers: integer customer ids and an account-creation date.
-
-    Other contracts are served batch snapshots of the customer view (materialized like the batch views) until the
-    log learns string ids and optional account dates (issue 12, open).
-    """
-    return bool(contract.id_type(CUSTOMER) == "int" and contract.has_account_created)
-
-
 class CustomerUpdates:
     """The per-transaction update of customer rows: the event log plus Feast's online write of the view.
 
@@ -527,7 +544,7 @@ class CustomerUpdates:
         """Count ``event`` in its customer's history and write the row after it (see the module doc)."""
         return self.log.record(event, account_created_ts=account_created_ts, write=self.writer)
 
-    def row_before(self, customer_id: int, time_us: int) -> dict[str, float] | None:
+    def row_before(self, customer_id: CustomerKey, time_us: int) -> dict[str, float] | None:
         """The customer's row as of just before ``time_us``, from the log: what training sees for an event then.
 
         None when the customer has no event before then within the longest window (features missing, as in the
@@ -551,19 +568,30 @@ class CustomerUpdates:
         """
         import pandas as pd
 
-        frame = transactions[[TRANSACTION_ID, CUSTOMER, EVENT_TIME, AMOUNT, ACCOUNT_CREATED]]
+        has_created = ACCOUNT_CREATED in transactions.columns  # the contract may declare no account date
+        frame = transactions[
+            [TRANSACTION_ID, CUSTOMER, EVENT_TIME, AMOUNT, *([ACCOUNT_CREATED] if has_created else [])]
+        ]
         micros = frame[EVENT_TIME].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
         latest = micros.groupby(frame[CUSTOMER]).transform("max")
         recent = frame.loc[micros > latest - longest_window_us()]
         recent_us = micros.loc[recent.index]
         events = [
-            CustomerEvent(customer_id=int(c), transaction_id=str(tx), time_us=int(t), amount=float(a))
+            CustomerEvent(customer_id=_key(c), transaction_id=str(tx), time_us=int(t), amount=float(a))
             for c, tx, t, a in zip(recent[CUSTOMER], recent[TRANSACTION_ID], recent_us, recent[AMOUNT], strict=True)
         ]
-        last = frame.sort_values(EVENT_TIME, kind="stable").groupby(CUSTOMER).tail(1)
-        created = {
-            int(c): float(pd.Timestamp(ts).timestamp())
-            for c, ts in zip(last[CUSTOMER], last[ACCOUNT_CREATED], strict=True)
-        }
+        created: dict[CustomerKey, float] = {}
+        if has_created:
+            last = frame.sort_values(EVENT_TIME, kind="stable").groupby(CUSTOMER).tail(1)
+            created = {
+                _key(c): float(pd.Timestamp(ts).timestamp())
+                for c, ts in zip(last[CUSTOMER], last[ACCOUNT_CREATED], strict=True)
+            }
         counted = self.log.load(events, created, write=self.writer, replace_until_us=int(micros.max()))
-        return {"customers": len(created), "events": counted}
+        return {"customers": int(frame[CUSTOMER].nunique()), "events": counted}
+
+
+def _key(value: Any) -> CustomerKey:
+    """A customer id from a DataFrame as the plain int or str the log and Feast's entity keys take."""
+    native = value.item() if hasattr(value, "item") else value
+    return native if isinstance(native, str) else int(native)

@@ -10,7 +10,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +52,16 @@ def open_store(settings: Settings) -> FeatureStore:
         raise FeatureStoreError(f"{config.name} needs environment variable(s) that are not set: {', '.join(unset)}")
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(repo), fs_yaml_file=config)
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=config)
+    try:
+        # Feast connects its registry on first use (the SQL registry: Postgres); connect now, so that a registry
+        # out of reach fails here with its name, not as a driver error in the middle of a stage or a request.
+        store.registry  # noqa: B018 - the property creates (connects) the registry
+    except Exception as error:
+        raise FeatureStoreError(
+            f"feature registry unavailable ({config.name}): {type(error).__name__}: {error}"
+        ) from error
+    return store
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -94,29 +103,114 @@ def load_definitions(repo: Path) -> Definitions:
     )
 
 
-def apply_definitions(store: FeatureStore, definitions: Definitions) -> dict[str, list[str]]:
-    """Register the definitions and remove registry objects the repository no longer declares."""
-    project = store.project
+class FeatureServiceInUse(FeatureStoreError):
+    """Applying the definitions would change or remove a feature service that a registered model uses."""
+
+
+# Who uses which feature service: service name -> users, e.g. {"fraud_model_v1": ["champion v3"]}.
+ServiceUsers = Callable[[], Mapping[str, Sequence[str]]]
+
+
+def apply_definitions(
+    store: FeatureStore, definitions: Definitions, *, users: ServiceUsers | None = None
+) -> dict[str, list[str]]:
+    """Register the definitions and remove registry objects the repository no longer declares.
+
+    ``users`` guards live models: a feature service a registered model uses is immutable (changing its
+    features under the champion would put new feature values into production before any gate). When the
+    definitions change or remove a registered service, ``users()`` is asked who uses it (only then: an
+    unchanged apply needs no model registry) and :class:`FeatureServiceInUse` is raised before anything is
+    applied if anyone does.
+    """
     declared = {
         "feature_services": {fs.name for fs in definitions.feature_services},
         "feature_views": {fv.name for fv in definitions.feature_views},
         "entities": {e.name for e in definitions.entities},
     }
-    stale: list[Any] = []
-    registry = store.registry
-    try:
-        stale += [o for o in registry.list_feature_services(project) if o.name not in declared["feature_services"]]
-        stale += [o for o in registry.list_feature_views(project) if o.name not in declared["feature_views"]]
-        stale += [
-            o for o in registry.list_entities(project) if o.name not in declared["entities"] and o.name != "__dummy"
-        ]
-    except Exception:
-        stale = []
+    registered = _registered(store)
+    if users is not None:
+        _refuse_changes_in_use(changed_services(registered, definitions), users)
+    stale: list[Any] = [
+        *(o for o in registered.feature_services if o.name not in declared["feature_services"]),
+        *(o for o in registered.feature_views if o.name not in declared["feature_views"]),
+        *(o for o in registered.entities if o.name not in declared["entities"] and o.name != "__dummy"),
+    ]
     store.apply(definitions.all(), objects_to_delete=stale, partial=False)
     return {
         "applied": sorted(declared["feature_views"] | declared["feature_services"] | declared["entities"]),
         "deleted": sorted(o.name for o in stale),
     }
+
+
+def _registered(store: FeatureStore) -> Definitions:
+    """What the registry holds now (read past its cache); empty lists for a project never applied."""
+    registry, project = store.registry, store.project
+    try:
+        return Definitions(
+            entities=registry.list_entities(project, allow_cache=False),
+            data_sources=[],
+            feature_views=registry.list_feature_views(project, allow_cache=False),
+            feature_services=registry.list_feature_services(project, allow_cache=False),
+        )
+    except Exception as error:  # a project never applied lists nothing; an error is the registry's
+        raise FeatureStoreError(f"feature registry unavailable: {type(error).__name__}: {error}") from error
+
+
+def service_definition(service: Any, definitions: Definitions) -> list[str]:
+    """What a feature service means, one line per view it reads: entity keys and types, TTL, features and types.
+
+    Descriptions, tags, owners and source locations are left out: they do not change a feature value.
+    """
+    views = {view.name: view for view in definitions.feature_views}
+    entities = {entity.name: entity for entity in definitions.entities}
+    lines = []
+    for projection in service.feature_view_projections:
+        view = views.get(projection.name)
+        if view is None:
+            lines.append(f"{projection.name}: no such feature view")
+            continue
+        keys = ", ".join(
+            f"{entities[name].join_key}:{entities[name].value_type.name}" if name in entities else f"{name}:?"
+            for name in sorted(view.entities)
+        )
+        features = ", ".join(f"{feature.name}:{feature.dtype}" for feature in projection.features)
+        lines.append(f"{projection.name_alias or projection.name} (keys {keys}; ttl {view.ttl}): {features}")
+    return lines
+
+
+def changed_services(registered: Definitions, declared: Definitions) -> dict[str, str]:
+    """Registered feature services the declared definitions change or remove: name -> what differs."""
+    services = {service.name: service for service in declared.feature_services}
+    changed = {}
+    for service in registered.feature_services:
+        if service.name not in services:
+            changed[service.name] = "no longer declared"
+            continue
+        before = service_definition(service, registered)
+        after = service_definition(services[service.name], declared)
+        if before != after:
+            differences = [f"registered {b!r}, declared {a!r}" for b, a in zip(before, after, strict=False) if b != a]
+            if len(before) != len(after):
+                differences.append(f"{len(before)} view(s) registered, {len(after)} declared")
+            changed[service.name] = "; ".join(differences)
+    return changed
+
+
+def _refuse_changes_in_use(changed: Mapping[str, str], users: ServiceUsers) -> None:
+    if not changed:
+        return
+    in_use = users()
+    refused = {name: what for name, what in changed.items() if in_use.get(name)}
+    if refused:
+        details = "; ".join(
+            f"{name!r} (used by {', '.join(in_use[name])}): {what}" for name, what in sorted(refused.items())
+        )
+        raise FeatureServiceInUse(
+            f"the feature definitions change feature service(s) in use by registered models: {details}. "
+            "A service in use is immutable: publish a new versioned service (e.g. fraud_model_v2, with new "
+            "feature views for changed features), point features.service in params.yaml at it and train on it; "
+            "retire the old one once no alias uses it."
+        )
 
 
 def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> None:
@@ -128,22 +222,62 @@ def materialize(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) ->
     store.materialize(start_date=start, end_date=end)
 
 
+def reset_online_store(store: FeatureStore) -> list[str]:
+    """Empty the online store's rows of every online view, keeping the registry as it is; returns the views.
+
+    Replays rewind the store this way rather than with ``FeatureStore.teardown`` + apply: on the SQL registry
+    (scaled profile) Feast 0.67's ``delete_project`` leaves ``feature_view_version_history`` behind, so the next
+    apply of the same views inserts version 0 again and fails with a UniqueViolation. The definitions did not
+    change, so the registry has nothing to redo; only the online rows go (Redis: the project's keys; SQLite: the
+    file, whose tables are then created again).
+    """
+    views = [v for v in store.list_feature_views() if v.online]
+    entities = store.list_entities()
+    provider = store._get_provider()
+    provider.teardown_infra(store.project, views, entities)
+    provider.update_infra(
+        store.project,
+        tables_to_delete=[],
+        tables_to_keep=views,
+        entities_to_delete=[],
+        entities_to_keep=entities,
+        partial=False,
+    )
+    return sorted(v.name for v in views)
+
+
 def source_path(view: Any) -> str | None:
     """The Parquet path behind a feature view's batch source, if it is a file source."""
     path = getattr(view.batch_source, "path", None)
     return str(path) if path else None
 
 
-def feature_references(store: FeatureStore, service_name: str) -> list[str]:
-    """``view:feature`` references of a feature service, in its declared order."""
+class FeatureServiceMissing(FeatureStoreError):
+    """The registry has no feature service of that name."""
+
+
+def feature_service(store: FeatureStore, service_name: str, *, refresh: bool = False) -> Any:
+    """The registered feature service, or :class:`FeatureServiceMissing`.
+
+    ``refresh``: when it is not found, refresh the registry cache and ask once more (a running process may hold a
+    registry read before the service was applied). Other errors (a registry out of reach) propagate as they are.
+    """
     from feast.errors import FeatureServiceNotFoundException
 
     try:
-        service = store.get_feature_service(service_name)
+        return store.get_feature_service(service_name)
     except FeatureServiceNotFoundException:
-        raise FeatureStoreError(
-            f"feature service {service_name!r} is not registered; run the features stage (mlops features)"
-        ) from None
+        if not refresh:
+            raise FeatureServiceMissing(
+                f"feature service {service_name!r} is not registered; run the features stage (mlops features)"
+            ) from None
+    store.refresh_registry()  # type: ignore[no-untyped-call]
+    return feature_service(store, service_name)
+
+
+def feature_references(store: FeatureStore, service_name: str) -> list[str]:
+    """``view:feature`` references of a feature service, in its declared order."""
+    service = feature_service(store, service_name)
     return [
         f"{projection.name_alias or projection.name}:{feature.name}"
         for projection in service.feature_view_projections
@@ -177,9 +311,10 @@ def historical_features(
     return pd.concat(parts, ignore_index=True) if parts else entity_df.iloc[0:0]
 
 
-def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service_name: str) -> dict[str, list[Any]]:
-    """Online lookup of the service's features for the given entity keys."""
-    service = store.get_feature_service(service_name)
+def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], service: Any) -> dict[str, list[Any]]:
+    """Online lookup of a feature service's features (its name, or the object a caller keeps) for entity keys."""
+    if isinstance(service, str):
+        service = feature_service(store, service)
     response = store.get_online_features(features=service, entity_rows=entity_rows)
     result: dict[str, list[Any]] = response.to_dict()
     return result
@@ -197,20 +332,47 @@ def per_transaction_views(store: FeatureStore) -> list[str]:
     return sorted(v.name for v in store.list_feature_views() if v.tags.get("refresh") == PER_TRANSACTION)
 
 
+def _is_batch(view: Any) -> bool:
+    return bool(view.online) and view.tags.get("refresh") != PER_TRANSACTION
+
+
 def batch_views(store: FeatureStore) -> list[str]:
     """Names of the online views that batch materialization loads (every one not updated per transaction)."""
-    return sorted(v.name for v in store.list_feature_views() if v.online and v.tags.get("refresh") != PER_TRANSACTION)
+    return sorted(v.name for v in store.list_feature_views() if _is_batch(v))
 
 
-def materialize_batch_views(
-    store: FeatureStore, *, start: dt.datetime, end: dt.datetime, include_per_transaction: bool = False
-) -> list[str]:
-    """:func:`materialize` restricted to :func:`batch_views` (or every online view); returns their names."""
-    views = (
-        sorted(v.name for v in store.list_feature_views() if v.online)
-        if include_per_transaction
-        else batch_views(store)
-    )
+def materialized_until(store: FeatureStore) -> dict[str, float]:
+    """Per batch view, the end of its latest materialization (Unix seconds); never-materialized views are absent.
+
+    Read from the registry cache (``cache_ttl_seconds``), so a running process sees new runs. Views updated per
+    transaction are not materialized: their freshness is the newest event written.
+    """
+    return {
+        view.name: view.most_recent_end_time.timestamp()
+        for view in store.list_feature_views()
+        if _is_batch(view) and view.most_recent_end_time is not None
+    }
+
+
+def batch_sources(store: FeatureStore) -> dict[str, str | None]:
+    """Per batch view, the Parquet path behind it (None for a source that is not a file)."""
+    return {view.name: source_path(view) for view in store.list_feature_views() if _is_batch(view)}
+
+
+def materialize_incremental(store: FeatureStore, *, end: dt.datetime) -> list[str]:
+    """Load the batch views' rows from each one's last materialization up to ``end``; returns the views.
+
+    Only batch views: a batch row would overwrite a fresher per-transaction one (see :data:`PER_TRANSACTION`).
+    """
+    views = batch_views(store)
+    if views:
+        store.materialize_incremental(end_date=end, feature_views=views)
+    return views
+
+
+def materialize_batch_views(store: FeatureStore, *, start: dt.datetime, end: dt.datetime) -> list[str]:
+    """:func:`materialize` restricted to :func:`batch_views`; returns their names."""
+    views = batch_views(store)
     if views:
         store.materialize(start_date=start, end_date=end, feature_views=views)
     return views
@@ -225,12 +387,18 @@ class OnlineRowWriter:
     """
 
     def __init__(self, store: FeatureStore, view_name: str) -> None:
+        from feast import ValueType
         from feast.types import Int64
 
         self._store = store
         self._view = store.get_feature_view(view_name)
         (self._join_key,) = self._view.join_keys
+        (entity_name,) = self._view.entities
+        self._string_keys = store.get_entity(entity_name).value_type == ValueType.STRING  # the contract's id type
         self._ints = {f.name for f in self._view.features if f.dtype == Int64}
+        # A row may hold more than the view declares (the account age, for data without account dates): only
+        # the view's features are written.
+        self._features = {f.name for f in self._view.features}
         self.view_name = view_name
         self._provider = store._get_provider()
         if getattr(store.config.online_store, "type", None) == "sqlite":
@@ -241,17 +409,19 @@ class OnlineRowWriter:
             online_store: Any = self._provider.online_store
             online_store._get_conn(store.config).execute("PRAGMA synchronous=NORMAL")
 
-    def __call__(self, rows: Sequence[tuple[int, dt.datetime, dict[str, float]]]) -> None:
+    def __call__(self, rows: Sequence[tuple[int | str, dt.datetime, dict[str, float]]]) -> None:
         """Write ``(entity key, event timestamp, {feature: value})`` rows."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
         data: list[tuple[Any, dict[str, Any], dt.datetime, dt.datetime | None]] = []
         for key, stamp, values in rows:
-            entity = EntityKey(join_keys=[self._join_key], entity_values=[Value(int64_val=int(key))])
+            key_value = Value(string_val=str(key)) if self._string_keys else Value(int64_val=int(key))
+            entity = EntityKey(join_keys=[self._join_key], entity_values=[key_value])
             protos = {
                 name: Value(int64_val=int(value)) if name in self._ints else Value(double_val=float(value))
                 for name, value in values.items()
+                if name in self._features
             }
             data.append((entity, protos, stamp, None))
         # The provider is Feast's own (local provider: the configured online store); no public call skips pandas.

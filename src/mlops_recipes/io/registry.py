@@ -106,6 +106,36 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     return str(current.version), str(previous)
 
 
+def services_in_use(client: MlflowClient, name: str) -> dict[str, list[str]]:
+    """The feature service of every version a registered alias points at, and of the champion's rollback target.
+
+    Service name -> who uses it (``champion v3``, ``rollback target v2``, ...). The ``feature_service`` tag is what
+    training wrote on the logged model and registration on the version; the service loads by it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = dict(client.get_registered_model(name).aliases)
+    except MlflowException as error:
+        if _missing(error):
+            return {}
+        raise
+    users: dict[str, list[str]] = {}
+
+    def add(version: ModelVersion, user: str) -> None:
+        service = version.tags.get("feature_service")
+        if service:
+            users.setdefault(service, []).append(f"{user} v{version.version}")
+
+    for alias, number in sorted(aliases.items()):
+        version = get_version(client, name, number)
+        add(version, alias)
+        previous = version.tags.get(PREVIOUS_CHAMPION_TAG) if alias == CHAMPION else None
+        if previous:
+            add(get_version(client, name, previous), "rollback target")
+    return users
+
+
 def describe(client: MlflowClient, version: ModelVersion | None) -> dict[str, Any] | None:
     """Status of one version: number, run, holdout metrics, feature service, source."""
     if version is None:

@@ -18,11 +18,17 @@ if TYPE_CHECKING:
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured stores and experiment; return a client for the registry."""
     import mlflow
-    from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_registry_uri)
     mlflow.set_experiment(settings.experiment_name)
+    return registry_client(settings)
+
+
+def registry_client(settings: Settings) -> MlflowClient:
+    """A client of the configured tracking server and registry, without touching MLflow's process globals."""
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
 
 

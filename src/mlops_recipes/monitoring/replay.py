@@ -60,10 +60,8 @@ def rewind_online_store(settings: Settings, transactions: pd.DataFrame, until: p
     from mlops_recipes.io import feature_store
     from mlops_recipes.io.customer_events import CustomerUpdates
 
-    feature_store.open_store(settings).teardown()  # type: ignore[no-untyped-call]
-    # A new store: on a SQL registry the teardown removed the project too, and opening one registers it again.
     store = feature_store.open_store(settings)
-    feature_store.apply_definitions(store, feature_store.load_definitions(settings.feature_repo_path))
+    feature_store.reset_online_store(store)  # the registry stays: the definitions are the same
     updates = CustomerUpdates(store)
     updates.log.clear()
     before = transactions[transactions[EVENT_TIME] <= until]

@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is out of date")
     args = parser.parse_args(argv)
 
-    # The histogram buckets the latency SLI reads are the observability contract's (the service uses the same).
+    # The buckets of the histogram the latency SLI reads (the service's and the batch jobs' own, one module).
     from mlops_recipes.observability import LATENCY_BUCKETS
 
     try:

@@ -7,10 +7,14 @@ generator does: amounts scaled, a share of transactions moved to (or from) the s
 first categorical field (the demo: the online channel), fraud over- or under-sampled. Request bodies follow the
 data contract (id types, request fields). Requests go to ``/predict/batch``; with ``--labels`` the known
 outcomes follow on ``/feedback``, as confirmed labels would days later, so live precision and recall move too.
+With ``--stream NAME`` the same bodies are appended to a Redis stream for the stream scorer instead, with ids new
+to each run (the scorer decides a transaction id once): docs/streaming.md; ``STREAM_REDIS_URL`` and
+``STREAM_REDIS_PASSWORD`` say where.
 
     python -m mlops_recipes.monitoring.traffic --rows 3000                      # like the training data
     python -m mlops_recipes.monitoring.traffic --rows 3000 --amount-scale 4 \
         --online-share-shift 0.4 --labels                                        # shifted: drift alerts fire
+    python -m mlops_recipes.monitoring.traffic --rows 3000 --stream transactions # to the stream scorer
 """
 
 from __future__ import annotations
@@ -143,9 +147,13 @@ def send(
     rate: float | None = None,
     labels: bool = False,
     api_key: str | None = None,
+    feedback_api_key: str | None = None,
     timeout: float = 10.0,
 ) -> TrafficSummary:
-    """Score ``transactions`` in batches (at most ``rate`` rows/s), then send their labels if asked."""
+    """Score ``transactions`` in batches (at most ``rate`` rows/s), then send their labels if asked.
+
+    Labels go with ``feedback_api_key`` (the service's SERVING_FEEDBACK_API_KEY), else with ``api_key``.
+    """
     base = url.rstrip("/")
     failed = flagged = matched = 0
     scored: list[dict[str, Any]] = []
@@ -167,8 +175,31 @@ def send(
     if labels:
         for chunk in _chunks(scored, batch):
             body = {"labels": [{TRANSACTION_ID: t[TRANSACTION_ID], LABEL: t[LABEL]} for t in chunk]}
-            matched += _post(f"{base}/feedback", body, api_key=api_key, timeout=timeout)["matched"]
+            labels_key = feedback_api_key or api_key
+            matched += _post(f"{base}/feedback", body, api_key=labels_key, timeout=timeout)["matched"]
     return TrafficSummary(sent=len(scored), failed_requests=failed, flagged=flagged, labels_matched=matched)
+
+
+def publish(client: Any, stream: str, transactions: list[dict[str, Any]], *, batch: int = 500) -> list[str]:
+    """Append ``transactions`` (labels left out) to ``stream`` for the stream scorer; returns their entry ids."""
+    from mlops_recipes.core.stream import message_fields
+
+    ids: list[str] = []
+    for chunk in _chunks(transactions, batch):
+        with client.pipeline(transaction=False) as pipe:
+            for transaction in chunk:
+                pipe.xadd(stream, message_fields({k: v for k, v in transaction.items() if k != LABEL}))
+            ids += [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+    return ids
+
+
+def _redis_client() -> Any:
+    import os
+
+    import redis
+
+    url = os.environ.get("STREAM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    return redis.Redis.from_url(url, password=os.environ.get("STREAM_REDIS_PASSWORD") or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraud-multiplier", type=float, default=1.0, help="drift: more (or less) fraud")
     parser.add_argument("--labels", action="store_true", help="then send the generated outcomes to /feedback")
     parser.add_argument("--api-key", default=None, help="X-API-Key, if the service requires one")
+    parser.add_argument("--feedback-api-key", default=None, help="X-API-Key for /feedback, if it has its own")
+    parser.add_argument("--stream", default=None, help="append to this Redis stream instead (the stream scorer's)")
     args = parser.parse_args(argv)
+    if args.stream and args.labels:
+        parser.error("--labels goes to the service's /feedback: not with --stream")
 
     drift = DriftParams(
         amount_scale=args.amount_scale,
@@ -195,8 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     contract = settings.contract()
     recent = recent_transactions(settings, contract, days=args.days)
-    transactions = live_transactions(recent, drift, contract, rows=args.rows, seed=args.seed)
-    summary = send(args.url, transactions, batch=args.batch, rate=args.rate, labels=args.labels, api_key=args.api_key)
+    # On a stream, a transaction id is decided once (idempotency): ids new to each run, or a rerun decides nothing.
+    prefix = time.strftime("stream-%Y%m%dT%H%M%S") if args.stream else "live"
+    transactions = live_transactions(recent, drift, contract, rows=args.rows, seed=args.seed, id_prefix=prefix)
+    if args.stream:
+        ids = publish(_redis_client(), args.stream, transactions)
+        print(f"appended {len(ids)} transactions to stream {args.stream}")  # noqa: T201 - a command-line tool
+        return 0
+    summary = send(
+        args.url,
+        transactions,
+        batch=args.batch,
+        rate=args.rate,
+        labels=args.labels,
+        api_key=args.api_key,
+        feedback_api_key=args.feedback_api_key,
+    )
     print(  # noqa: T201 - a command-line tool
         f"sent {summary.sent} transactions ({summary.flagged} flagged as fraud), "
         f"{summary.failed_requests} failed requests, {summary.labels_matched} labels matched"

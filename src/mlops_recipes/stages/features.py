@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlops_recipes.contract import CUSTOMER, EVENT_TIME, MERCHANT
 from mlops_recipes.core.aggregates import customer_stats, merchant_stats
-from mlops_recipes.io import customer_events, feature_store
+from mlops_recipes.io import feature_store
 from mlops_recipes.io.customer_events import CustomerUpdates
 from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
@@ -35,14 +35,11 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
 
     store = feature_store.open_store(settings)
     definitions = feature_store.load_definitions(settings.feature_repo_path)
-    applied = feature_store.apply_definitions(store, definitions)
+    applied = feature_store.apply_definitions(store, definitions, users=lambda: _services_in_use(settings))
     start = min(t[EVENT_TIME].min() for t in tables.values()).to_pydatetime()
     end = max(t[EVENT_TIME].max() for t in tables.values()).to_pydatetime() + dt.timedelta(seconds=1)
-    logged = customer_events.supports(settings.contract())
-    materialized = feature_store.materialize_batch_views(
-        store, start=start, end=end, include_per_transaction=not logged
-    )
-    customers = CustomerUpdates(store).rebuild(transactions) if logged else {"skipped": "contract not supported"}
+    materialized = feature_store.materialize_batch_views(store, start=start, end=end)
+    customers = CustomerUpdates(store).rebuild(transactions)
     online_check = _check_online(store, tables, params.features.service)
 
     summary = {
@@ -56,6 +53,20 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     }
     write_json(summary, settings.path(settings.reports_dir) / "features.json")
     return summary
+
+
+def _services_in_use(settings: Settings) -> dict[str, list[str]]:
+    """Who uses which feature service in the model registry (asked only when definitions change a service)."""
+    from mlops_recipes.io import registry, tracking
+
+    try:
+        return registry.services_in_use(tracking.registry_client(settings), settings.model_name)
+    except Exception as error:
+        # Unknown is not "unused": refuse rather than change a service the champion may read.
+        raise feature_store.FeatureServiceInUse(
+            "the feature definitions change a registered feature service, and the model registry cannot say "
+            f"whether a model uses it: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _check_online(store: Any, tables: dict[str, pd.DataFrame], service: str) -> dict[str, Any]:

@@ -26,17 +26,13 @@ def run(settings: Settings, *, end: dt.datetime | None = None, lock_wait_s: floa
     try:
         with pipeline.exclusive(settings, holder="materialize", wait_s=lock_wait_s):
             store = feature_store.open_store(settings)
-            views = feature_store.batch_views(store)
-            store.materialize_incremental(end_date=end, feature_views=views)
+            feature_store.materialize_incremental(store, end=end)
     except pipeline.PipelineBusy as busy:
         return {"stage": "materialize", "end": end.isoformat(), "skipped": str(busy), "freshness": {}}
     freshness: dict[str, Any] = {}
-    for view in store.list_feature_views():
-        if view.name not in views:
-            continue
-        path = feature_store.source_path(view)
+    for view, path in feature_store.batch_sources(store).items():
         latest = _latest_timestamp(path) if path is not None else None
-        freshness[view.name] = {
+        freshness[view] = {
             "latest_feature_timestamp": latest.isoformat() if latest else None,
             "lag_seconds": (end - latest).total_seconds() if latest else None,
         }
