@@ -53,7 +53,17 @@ def main() -> None:
     labels = (train[:, 0] + rng.normal(size=20_000) > 2).astype(int)
     estimator = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(train, labels)
     reference = DriftReference.build(train, MODEL_FEATURES, estimator.predict_proba(train)[:, 1])
-    model = LoadedModel("fraud-detector", "1", None, "fraud_model_v1", MODEL_FEATURES, estimator, reference)
+    model = LoadedModel(
+        uri="models:/fraud-detector/1",
+        features=MODEL_FEATURES,
+        estimator=estimator,
+        name="fraud-detector",
+        version="1",
+        run_id=None,
+        feature_service="fraud_model_v1",
+        threshold=0.5,
+        drift_reference=reference,
+    )
     monitor = LiveMonitor(ServiceMetrics.create(), window_rows=WINDOW, min_rows=500, remembered_scores=100_000)
     row = rng.normal(size=(1, width))
     score = np.array([0.1])

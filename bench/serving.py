@@ -86,7 +86,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from mlops_recipes.io.feature_store import open_store
 from mlops_recipes.settings import Settings
 from serving.features import OnlineFeatures
-from mlops_recipes.io.models import load_version
+from mlops_recipes.io.models import load_version, version_artifacts
 from serving.schemas import transaction_model
 from serving.scoring import model_matrix
 
@@ -176,7 +176,7 @@ lookup = medians_us(
     args["iterations"],
 )
 
-pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+pyfunc = mlflow.pyfunc.load_model(version_artifacts(settings, version))  # explicit stores, no global URI
 frame = pd.DataFrame(matrix, columns=list(model.features))
 pyfunc_output = np.asarray(pyfunc.predict(frame)).tolist()
 calls = medians_us(
@@ -292,7 +292,7 @@ def transaction():
 samples = {name: [] for name in paths}
 for name, features in paths.items():  # warm-up
     for _ in range(50):
-        score([transaction()], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+        score([transaction()], model=model, features=features, contract=contract, metrics=metrics)
 blocks, per_block = 10, max(1, args["iterations"] // 10)
 for _ in range(blocks):
     for name, features in paths.items():
@@ -300,7 +300,7 @@ for _ in range(blocks):
         for _ in range(per_block):
             t = transaction()
             began = time.perf_counter_ns()
-            score([t], model=model, features=features, contract=contract, threshold=0.5, metrics=metrics)
+            score([t], model=model, features=features, contract=contract, metrics=metrics)
             record(time.perf_counter_ns() - began)
 
 

@@ -28,10 +28,9 @@ def score(
     source: Path | None,
     start: dt.datetime | None,
     end: dt.datetime | None,
-    threshold: float,
 ) -> dict[str, Any]:
-    """Score with the champion and write predictions with the model version."""
-    return batch_score_stage.run(settings, output=output, source=source, start=start, end=end, threshold=threshold)
+    """Score with the champion (at its recorded threshold) and write predictions with the model version."""
+    return batch_score_stage.run(settings, output=output, source=source, start=start, end=end)
 
 
 @flow(name="batch-score", log_prints=True)
@@ -41,7 +40,6 @@ def batch_score(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     output: str | None = None,
-    threshold: float = 0.5,
     lookback_hours: float | None = 24.0,
 ) -> dict[str, Any]:
     """Score ``source`` (Parquet/CSV) or the validated data; by default the last ``lookback_hours``."""
@@ -54,9 +52,7 @@ def batch_score(
         if output
         else settings.path(settings.data_dir) / "predictions" / f"batch-{now:%Y%m%dT%H%M%SZ}.parquet"
     )
-    summary = score(
-        settings, output=target, source=Path(source) if source else None, start=start, end=end, threshold=threshold
-    )
+    summary = score(settings, output=target, source=Path(source) if source else None, start=start, end=end)
     create_markdown_artifact(key="batch-score", markdown="# Batch scoring\n\n" + markdown_table(summary))
     return summary
 

@@ -14,15 +14,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
 from flows._common import markdown_table, project_settings, retry_unless
-from mlops_recipes.io import pipeline, registry, tracking
+from mlops_recipes.io import models, pipeline
+from mlops_recipes.io.registry import CHAMPION
 from mlops_recipes.settings import Settings
 
 
 @task
 def champion_version(settings: Settings) -> str | None:
     """The registry's current champion version."""
-    current = registry.alias_version(tracking.configure(settings), settings.model_name, registry.CHAMPION)
-    return None if current is None else str(current.version)
+    return models.resolve_alias(settings, CHAMPION)
 
 
 @task(

@@ -25,7 +25,7 @@ from mlops_recipes.settings import Settings
 @task
 def enter_step(settings: Settings, *, version: str, number: int, step: Step, force: bool) -> dict[str, Any]:
     """Write the step into the rollout record (the first step starts the rollout)."""
-    client, label = tracking.configure(settings), step_label(number, step)
+    client, label = tracking.client(settings), step_label(number, step)
     if number == 1:
         state = rollout.begin(
             client, settings.model_name, version=version, mode=step.mode, percent=step.percent, step=label, force=force
@@ -39,7 +39,7 @@ def enter_step(settings: Settings, *, version: str, number: int, step: Step, for
 @task
 def hold(settings: Settings, plan: RolloutPlan, step: Step, *, candidate: str, champion: str) -> list[CheckResult]:
     """Hold the step, evaluating its checks; returns the last results (with the failure that stopped it, if any)."""
-    client = tracking.configure(settings)
+    client = tracking.client(settings)
 
     def still_running() -> bool:
         current = rollout.read(client, settings.model_name)
@@ -61,7 +61,7 @@ def hold(settings: Settings, plan: RolloutPlan, step: Step, *, candidate: str, c
 @task
 def conclude(settings: Settings, *, failed: list[CheckResult], label: str) -> dict[str, Any]:
     """Abort on failed checks, promote otherwise; a rollout already ended by hand is left as it is."""
-    client = tracking.configure(settings)
+    client = tracking.client(settings)
     current = rollout.read(client, settings.model_name)
     if current is None or not current.running:
         return {"status": current.status if current else "none", "reason": "ended outside the plan"}
@@ -95,7 +95,7 @@ def rollout_plan(
         results = hold(settings, plan, step, candidate=version, champion=entered["champion"])
         steps[label] = "; ".join(result.detail for result in results) or "no checks"
         failed = failures(results)
-        still = rollout.read(tracking.configure(settings), settings.model_name)
+        still = rollout.read(tracking.client(settings), settings.model_name)
         if failed or still is None or not still.running:
             break
     outcome = conclude(settings, failed=failed, label=label)

@@ -61,6 +61,7 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
             retry_base_s=serving.load_retry_base_s,
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
+            threshold_override=serving.threshold,
         ),
         features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
         contract=contract,

@@ -1,7 +1,8 @@
 """The served model: resolve the registry alias, load, warm up, and hot-swap when the alias moves.
 
-Loading and the model call live in :mod:`mlops_recipes.io.models` (batch scoring uses them too); this module
-adds the watcher's state: which version is served, which one was refused, and the metrics of each swap.
+Loading, the checks and the model call live in the model contract, :mod:`mlops_recipes.io.models` (batch
+scoring and the gate use it too); this module adds the watcher's state: which version is served, which one was
+refused, and the metrics of each swap.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ModelManager:
         max_alias_skew_s: float = 600.0,
         version_source: Callable[[], str | None] | None = None,
         primary: bool = True,
+        threshold_override: float | None = None,
     ) -> None:
         # ``version_source`` replaces the alias lookup (a rollout's candidate comes from the rollout record);
         # only the ``primary`` manager (the champion's) publishes the served-model gauges.
@@ -68,6 +70,7 @@ class ModelManager:
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._max_alias_skew_s = max_alias_skew_s
+        self._threshold_override = threshold_override
         self._skew_since: float | None = None
         self._swap_lock = threading.Lock()  # one reload at a time; readers never wait for it
 
@@ -120,7 +123,7 @@ class ModelManager:
                 self._publish_skew(version)
                 return False
             try:
-                model = load_version(self._settings, version)
+                model = load_version(self._settings, version, threshold_override=self._threshold_override)
                 if prepare is not None:
                     prepare(model)
             except Exception as error:  # a refusal or a retry, never a crash: the process must stay up

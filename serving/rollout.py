@@ -65,7 +65,6 @@ class RolloutService:
     def __init__(self, *, settings: Settings, serving: ServingSettings, metrics: ServiceMetrics) -> None:
         self._settings = settings
         self._metrics = metrics.rollout
-        self._threshold = serving.threshold
         self._record: RolloutState | None = None  # as last read: running, or the last one finished
         # (record, loaded candidate) while requests are routed to it: one reference, swapped whole.
         self._active: tuple[RolloutState, LoadedModel] | None = None
@@ -75,6 +74,7 @@ class RolloutService:
             metrics=metrics,
             retry_base_s=serving.load_retry_base_s,
             retry_max_s=serving.load_retry_max_s,
+            threshold_override=serving.threshold,  # as for the champion: the version's own unless overridden
             version_source=self._wanted_version,
             primary=False,
         )
@@ -317,7 +317,7 @@ class RolloutService:
         seconds = time.perf_counter() - started
         champion_scores = np.concatenate([job.champion_scores for job in jobs])
         champion_decisions = [d for job in jobs for d in job.champion_decisions]
-        decisions = [bool(p >= self._threshold) for p in scores.tolist()]
+        decisions = [bool(p >= candidate.threshold) for p in scores.tolist()]
         self._observe(CANDIDATE_VARIANT, scores, decisions, seconds)
         metrics.rows.labels(CANDIDATE_VARIANT, "ok").inc(rows)
         metrics.shadow_compared.inc(rows)

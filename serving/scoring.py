@@ -6,7 +6,6 @@ the customer's next transaction is scored on features that include it, as in tra
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 import uuid
@@ -15,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, MERCHANT, TRANSACTION_ID, Contract
+from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, MERCHANT, TRANSACTION_ID, Contract
 from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from mlops_recipes.core.request_features import request_features, stored_features
+from mlops_recipes.core.request_features import stored_features
 from mlops_recipes.io.customer_events import CustomerEvent, time_us
+from mlops_recipes.model_inputs import online_matrix
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
@@ -32,36 +32,8 @@ _log = logging.getLogger("serving.scoring")
 OnScored = Callable[[LoadedModel, np.ndarray, np.ndarray, list[bool], float], None]
 
 
-def _as_float_column(values: list[Any]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def model_matrix(
-    stored: dict[str, list[Any]],
-    transactions: Sequence[Transaction],
-    features: Sequence[str],
-    contract: Contract,
-    *,
-    now: float,
-) -> np.ndarray:
-    """The model's input rows: stored features and request fields through ``request_features``."""
-    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in stored_features(contract)}
-    columns[AMOUNT] = np.array([getattr(t, AMOUNT) for t in transactions], dtype=np.float64)
-    for name in contract.categorical:
-        columns[name] = np.array([getattr(t, name) for t in transactions])
-    for name in contract.numeric:
-        columns[name] = _as_float_column([getattr(t, name) for t in transactions])
-    columns[EVENT_TIME] = np.array(
-        [now if t.event_timestamp is None else _epoch(t.event_timestamp) for t in transactions], dtype=np.float64
-    )
-    inputs = request_features(columns, contract)
-    return np.column_stack([inputs[name] for name in features])
-
-
-def _epoch(value: dt.datetime) -> float:
-    if value.tzinfo is None:  # naive timestamps are UTC, as everywhere in the pipeline
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+# The online face of the library's row builder (the dataset stage and batch scoring use its offline face).
+model_matrix = online_matrix
 
 
 def score(
@@ -70,12 +42,11 @@ def score(
     model: LoadedModel,
     features: OnlineFeatures,
     contract: Contract,
-    threshold: float,
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
     on_scored: OnScored | None = None,
 ) -> list[Prediction]:
-    """Score ``transactions`` with ``model``; count what was missing; feed the drift and label monitor."""
+    """Score ``transactions`` with ``model`` (deciding at its threshold); count what was missing; feed the monitor."""
     started = time.perf_counter()
     stored = features.lookup(
         model.feature_service,
@@ -94,7 +65,6 @@ def score(
     probabilities, decisions = score_rows(
         matrix,
         model=model,
-        threshold=threshold,
         metrics=metrics,
         monitor=monitor,
         transaction_ids=[t.transaction_id for t in transactions],
@@ -115,7 +85,7 @@ def score(
                 transaction_id=transactions[row].transaction_id,
                 fraud_probability=probability,
                 is_fraud=decisions[row],
-                threshold=threshold,
+                threshold=model.threshold,
                 model_name=model.name,
                 model_version=model.version,
                 missing_features=missing,
@@ -210,7 +180,6 @@ def score_rows(
     matrix: np.ndarray,
     *,
     model: LoadedModel,
-    threshold: float,
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
     transaction_ids: Sequence[str | None] | None = None,
@@ -226,7 +195,7 @@ def score_rows(
     elapsed = time.perf_counter() - started
     metrics.inference_latency.observe(elapsed)
 
-    decisions = [bool(p >= threshold) for p in probabilities.tolist()]
+    decisions = [bool(p >= model.threshold) for p in probabilities.tolist()]
     if monitor is not None:
         ids = list(transaction_ids) if transaction_ids is not None else [None] * len(decisions)
         monitor.observe(model, matrix, probabilities, decisions, ids)

@@ -13,7 +13,13 @@ class ServingSettings(BaseSettings):
 
     model_alias: str = Field(default="champion", pattern=r"^[A-Za-z0-9_-]+$")
     poll_interval_s: float = Field(default=10.0, gt=0, description="How often the registry alias is checked.")
-    threshold: float = Field(default=0.5, gt=0, lt=1, description="Fraud decision threshold on the probability.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Overrides the decision threshold recorded on the served version (the one its gate metrics were "
+        "computed at), with a warning at every load. Unset: the version's own threshold decides.",
+    )
     max_batch: int = Field(default=256, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_s: float = Field(default=2.0, gt=0)

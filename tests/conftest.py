@@ -40,9 +40,9 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
-# Variables libraries set in the test process itself (``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI;
-# ``import feast`` sets PROMETHEUS_MULTIPROC_DIR): they must neither leak into the projects' tools nor from one
-# test's project into the next test's in-process Settings().
+# Variables a test or a library may set in the test process (``import feast`` sets PROMETHEUS_MULTIPROC_DIR; the
+# project's code restores MLflow's URIs itself, see ``io/tracking.fluent``): they must neither leak into the
+# projects' tools nor from one test's project into the next test's in-process Settings().
 _PROCESS_LOCAL_PREFIXES = ("MLFLOW_", "MLOPS_", "FEAST_", "PROMETHEUS_")
 
 

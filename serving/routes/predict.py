@@ -45,7 +45,6 @@ async def scored(
         score,
         features=state.features,
         contract=state.contract,
-        threshold=state.serving.threshold,
         metrics=state.metrics,
         monitor=state.monitor,
     )

@@ -184,7 +184,6 @@ async def _infer(request: Request, state: ServiceState, model_name: str, model_v
             score_rows,
             matrix,
             model=model,
-            threshold=state.serving.threshold,
             metrics=state.metrics,
             monitor=state.monitor,
         ),

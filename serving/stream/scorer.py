@@ -129,8 +129,8 @@ class StreamScorer:
             retry_base_s=serving.load_retry_base_s,
             retry_max_s=serving.load_retry_max_s,
             max_alias_skew_s=serving.max_alias_skew_s,
+            threshold_override=serving.threshold,
         )
-        # As the service builds it (serving/app.py): which contracts the event log holds is its own concern now.
         self.features = OnlineFeatures(settings, update_customers=serving.update_customer_features)
         self.monitor = LiveMonitor(
             self.metrics,
@@ -375,7 +375,6 @@ class StreamScorer:
                     model=self.models.require(),  # read once: the batch uses one model even if a swap happens now
                     features=self.features,
                     contract=self.contract,
-                    threshold=self.serving.threshold,
                     metrics=self.metrics,
                     monitor=self.monitor,
                 )

@@ -10,11 +10,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io.files import read_json
-from mlops_recipes.params import ParamsError, json_schema, load_params
+from mlops_recipes.params import json_schema, load_params
 from mlops_recipes.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 STAGES = ("ingest", "validate", "features", "dataset", "train", "evaluate", "register")
 _log = logging.getLogger("mlops_recipes")
@@ -83,7 +87,7 @@ def _rollout(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_recipes.core.rollout import RolloutError
     from mlops_recipes.io import rollout, tracking
 
-    client, name = tracking.configure(settings), settings.model_name
+    client, name = tracking.client(settings), settings.model_name
     if args.action == "start":
         if args.mode == "canary" and not 0 < args.percent < 100:
             raise RolloutError("a canary's --percent must lie strictly between 0 and 100")
@@ -156,7 +160,7 @@ def _format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _card_version(client: Any, name: str) -> str:
+def _card_version(client: MlflowClient, name: str) -> str:
     from mlops_recipes.io import registry
 
     for alias in (registry.CHAMPION, registry.CHALLENGER):
@@ -199,14 +203,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "status" and args.card:
         from mlops_recipes.io import card
 
-        client = tracking.configure(settings)
+        client = tracking.client(settings)
         version = args.version or _card_version(client, settings.model_name)
         if args.html:
             args.html.write_text(card.read(client, settings.model_name, version, kind="html"), encoding="utf-8")
         print(card.read(client, settings.model_name, version))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "status":
-        status = registry.status(tracking.configure(settings), settings.model_name)
+        status = registry.status(tracking.client(settings), settings.model_name)
         print(json.dumps(status, indent=2) if args.json else _format_status(status))  # noqa: T201
         return 0
     if args.command == "promote":
@@ -221,7 +225,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(_format_comparison(result))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "rollback":
-        before, after = registry.rollback(tracking.configure(settings), settings.model_name)
+        before, after = registry.rollback(tracking.client(settings), settings.model_name)
         _print({"champion_before": before, "champion_after": after})
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
@@ -250,31 +254,6 @@ def _contract(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from mlops_recipes.contract import ContractError
-    from mlops_recipes.core.conform import ContractMismatchError
-    from mlops_recipes.core.rollout import RolloutError
-    from mlops_recipes.core.schema import DataValidationError
-    from mlops_recipes.core.split import SplitError
-    from mlops_recipes.io.feature_store import FeatureStoreError
-    from mlops_recipes.io.registry import RegistryError
-    from mlops_recipes.stages.register import GateRejected
-
-    return (
-        ParamsError,
-        ContractError,
-        ContractMismatchError,
-        DataValidationError,
-        SplitError,
-        FeatureStoreError,
-        RegistryError,
-        RolloutError,
-        GateRejected,
-        FileNotFoundError,
-        KeyError,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 a reported error, 2 a usage error)."""
     args = _parser().parse_args(argv)
@@ -285,8 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _dispatch(args, Settings())
-    except _known_errors() as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    except ReportedError as error:  # anything else is a bug: it surfaces with its traceback
+        # args[0], not str(): a reported KeyError would print its message in quotes.
+        message = error.args[0] if error.args else error
         print(f"error: {message}", file=sys.stderr)  # noqa: T201
         return 1
 

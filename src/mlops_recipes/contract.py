@@ -32,6 +32,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_recipes.errors import ReportedError
+
 # Internal column names (after ingest): the feature tables, the Feast join keys and the API use these.
 TRANSACTION_ID = "transaction_id"
 EVENT_TIME = "event_timestamp"
@@ -56,7 +58,7 @@ CategoryValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$
 SourceColumn = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class ContractError(ValueError):
+class ContractError(ReportedError, ValueError):
     """``contract.yaml`` is missing, unreadable or invalid."""
 
 

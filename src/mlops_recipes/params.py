@@ -14,12 +14,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT
+from mlops_recipes.errors import ReportedError
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ParamsError(ValueError):
+class ParamsError(ReportedError, ValueError):
     """``params.yaml`` is missing, unreadable or invalid."""
 
 

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +42,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project root with the repo's params, shared by the registry commands (one MLflow store to create)."""
-    import mlflow
-
     root = tmp_path_factory.mktemp("cli-registry")
     shutil.copy2(REPO_PARAMS, root / "params.yaml")
-    tracking_uri, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield root
-    # The CLI points the process-wide MLflow client at this root; later tests must not inherit it.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
+    return root
 
 
 @pytest.fixture

@@ -204,24 +204,25 @@ def test_segment_metrics_are_logged_with_the_run(project: Any) -> None:
 def test_gate_refuses_a_segment_regression_against_the_re_scored_champion(project: Any) -> None:
     import yaml
 
+    from mlops_recipes.io import holdout as holdouts
     from mlops_recipes.io import tracking
-    from mlops_recipes.io.files import read_parquet
     from mlops_recipes.params import parse_params
     from mlops_recipes.settings import Settings
-    from mlops_recipes.stages import evaluate, register
+    from mlops_recipes.stages import register
 
     settings = Settings(project_root=project.root)
     raw = yaml.safe_load((project.root / "params.yaml").read_text())
     raw["register"]["segments"]["max_regression"] = 0.05
     params = parse_params(raw)
-    client = tracking.configure(settings)
-    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
+    client = tracking.client(settings)
+    holdout = holdouts.read(settings)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
-    champion_scores = evaluate.score_holdout(f"models:/{settings.model_name}/{champion.version}", holdout)
-    champion_global = evaluate.compute(holdout, champion_scores, params.evaluate)["pr_auc"]
+    model, champion_scores = register.score_version(settings, str(champion.version), holdout)
+    threshold = model.threshold
+    champion_global = holdouts.metrics(holdout, champion_scores, params.evaluate, threshold=threshold)["pr_auc"]
     # A candidate better overall, but 0.2 worse than the champion on its weakest gated segment.
     key, _ = weakest_gated_segment(project)
-    candidate = evaluate.segment_table(settings, params, holdout, champion_scores)
+    candidate = holdouts.segment_table(settings, params, holdout, champion_scores, threshold=threshold)
     candidate.loc[candidate["segment"] == key, "pr_auc"] -= 0.2
 
     decision, _ = register.gate(
@@ -345,3 +346,37 @@ def test_compare_puts_the_candidate_beside_the_champion_on_the_same_holdout(proj
     assert (out / "comparison.html").read_text().count("data:image/png;base64,") == len(FIGURES) + 1
     assert "pr_auc" in printed
     assert str(out / "comparison.html") in printed
+
+
+def test_a_version_decides_at_the_threshold_its_gate_metrics_were_computed_at(project: Any) -> None:
+    from mlops_recipes.io import holdout as holdouts
+    from mlops_recipes.io.models import THRESHOLD_TAG, ModelLoadError, load_alias, load_version
+    from mlops_recipes.params import load_params
+    from mlops_recipes.settings import Settings
+
+    settings = Settings(project_root=project.root)
+    params = load_params(project.root / "params.yaml")
+    client = project.mlflow_client()
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert champion.tags[THRESHOLD_TAG] == str(params.evaluate.threshold)  # recorded at registration
+
+    model = load_alias(settings, "champion")
+    assert model.threshold == params.evaluate.threshold
+    holdout = holdouts.read(settings)
+    rescored = holdouts.metrics(holdout, model.score_frame(holdout), params.evaluate, threshold=model.threshold)
+    # The evaluate stage's metrics of this version's run (same holdout data; later runs here only change the model).
+    recorded = model.holdout_metrics
+    for name in ("recall_at_threshold", "precision_at_threshold"):  # what the gate saw is what production decides
+        assert rescored[name] == pytest.approx(recorded[name], abs=1e-6), name
+    assert load_alias(settings, "champion", threshold_override=0.9).threshold == 0.9  # an explicit override
+
+    # A version that does not say at which threshold it decides is refused, not served at a default.
+    probe = "threshold-probe"
+    client.create_registered_model(probe)
+    source = client.get_model_version_download_uri(settings.model_name, champion.version)
+    untagged = {k: v for k, v in champion.tags.items() if k != THRESHOLD_TAG}
+    version = client.create_model_version(probe, source=source, run_id=champion.run_id, tags=untagged)
+    with pytest.raises(ModelLoadError, match=THRESHOLD_TAG) as refused:
+        load_version(settings.model_copy(update={"model_name": probe}), str(version.version))
+    assert refused.value.reason == "threshold"
+    assert not refused.value.transient

@@ -118,7 +118,7 @@ class Store:
 @pytest.fixture(scope="module")
 def feast_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     from mlops_recipes.io import feature_store
-    from mlops_recipes.stages.dataset import build_training_frame
+    from mlops_recipes.model_inputs import training_rows
 
     root = tmp_path_factory.mktemp("feast")
     shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
@@ -144,7 +144,7 @@ def feast_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             end=(max(customers["event_timestamp"].max(), merchants["event_timestamp"].max()) + HOUR).to_pydatetime(),
         )
         events = transactions()
-        training = build_training_frame(store, events, SERVICE, settings.contract())
+        training = training_rows(store, events, SERVICE, settings.contract())
         yield Store(settings, store, definitions, first_apply, customers, merchants, events, training)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from typing import Any
 
 import httpx
@@ -58,12 +57,7 @@ def reference(trained_project: Any, transactions: list[dict[str, Any]]) -> dict[
     from mlops_recipes.io.feature_store import online_features, open_store
     from mlops_recipes.settings import Settings
 
-    with pytest.MonkeyPatch.context() as env:
-        # Only the project's own stores: earlier tests leave MLFLOW_TRACKING_URI & co. in this process's environment
-        # (mlflow.set_tracking_uri exports it), and Settings would read them.
-        for name in [n for n in os.environ if n.startswith(("MLFLOW_", "MLOPS_", "FEAST_"))]:
-            env.delenv(name)
-        settings = Settings(project_root=trained_project.root)
+    settings = Settings(project_root=trained_project.root)
     client = MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     location = client.get_model_version_download_uri(MODEL, champion.version)  # no global tracking URI needed

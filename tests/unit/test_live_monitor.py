@@ -16,7 +16,17 @@ pytestmark = pytest.mark.unit
 def _model(version: str, *, reference: bool = True) -> LoadedModel:
     rng = np.random.default_rng(0)
     drift = DriftReference.build(rng.normal(size=(2_000, 2)), ["amount", "cust_txn_count_1h"], rng.random(2_000))
-    return LoadedModel("m", version, None, "svc", ("amount", "cust_txn_count_1h"), None, drift if reference else None)
+    return LoadedModel(
+        uri=f"models:/m/{version}",
+        features=("amount", "cust_txn_count_1h"),
+        estimator=None,
+        name="m",
+        version=version,
+        run_id=None,
+        feature_service="svc",
+        threshold=0.5,
+        drift_reference=drift if reference else None,
+    )
 
 
 def _value(metrics: ServiceMetrics, name: str, **labels: str) -> float | None:

@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from mlops_recipes.contract import TRANSACTION_ID, Contract, IdColumn, TimeColumn
+from mlops_recipes.errors import ReportedError
 
 _EXAMPLES = 5
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 
 
-class ContractMismatchError(ValueError):
+class ContractMismatchError(ReportedError, ValueError):
     """The source table does not have the shape the contract declares; ``problems`` lists every mismatch."""
 
     def __init__(self, problems: list[str]) -> None:

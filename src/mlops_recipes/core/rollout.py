@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlops_recipes.errors import ReportedError
+
 Mode = Literal["shadow", "canary"]
 Variant = Literal["champion", "candidate"]
 Status = Literal["running", "promoted", "aborted"]
@@ -32,7 +34,7 @@ CANDIDATE_VARIANT: Variant = "candidate"
 _BUCKETS = 10_000
 
 
-class RolloutError(ValueError):
+class RolloutError(ReportedError, ValueError):
     """A rollout request or plan that cannot be carried out (bad values, nothing running, a gate refusal)."""
 
 

@@ -24,6 +24,7 @@ from mlops_recipes.contract import (
     TRANSACTION_ID,
     Contract,
 )
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.params import ValidateParams
 
 _EXAMPLES_PER_CHECK = 5
@@ -31,7 +32,7 @@ _ROW_COUNT = "row_count"
 _FRAUD_RATE = "fraud_rate"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(ReportedError, ValueError):
     """The data broke the schema; ``failures`` lists each broken check with example rows."""
 
     def __init__(self, failures: list[dict[str, Any]]) -> None:

@@ -15,11 +15,16 @@ import numpy as np
 import pandas as pd
 
 from mlops_recipes.contract import EVENT_TIME
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.params import SegmentParams
 
 MISSING = "missing"
 SEGMENT_METRICS = ("pr_auc", "roc_auc", "recall_at_threshold", "precision_at_threshold")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class SegmentColumnError(ReportedError, KeyError):
+    """A segment definition (``evaluate.segments``) names a column the data does not have."""
 
 
 def _label(value: object) -> str:
@@ -36,7 +41,9 @@ def _band_labels(bands: tuple[float, ...], labels: tuple[str, ...] | None) -> tu
 def assign(frame: pd.DataFrame, spec: SegmentParams, *, event_time: str = EVENT_TIME) -> pd.Series:
     """The segment label of every row of ``frame`` for one segment definition (``missing`` where unknown)."""
     if spec.column not in frame:
-        raise KeyError(f"segment {spec.name!r}: column {spec.column!r} is in neither the transactions nor the holdout")
+        raise SegmentColumnError(
+            f"segment {spec.name!r}: column {spec.column!r} is in neither the transactions nor the holdout"
+        )
     column = frame[spec.column]
     bands = spec.bands
     if bands is None:

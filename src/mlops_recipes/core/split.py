@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from mlops_recipes.contract import EVENT_TIME, LABEL
+from mlops_recipes.errors import ReportedError
 
 
-class SplitError(ValueError):
+class SplitError(ReportedError, ValueError):
     """The split would leave a side empty or without both classes."""
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_recipes.core import card
 from mlops_recipes.core.segments import from_document
+from mlops_recipes.errors import MissingInputError
 from mlops_recipes.io.registry import METRIC_PREFIX, get_version
 from mlops_recipes.params import Params
 
@@ -50,7 +51,7 @@ def gather(client: MlflowClient, name: str, version: str, params: Params) -> car
     """Read what the card says about ``name`` v``version`` from its run, tags and artifacts."""
     model_version = get_version(client, name, version)
     if not model_version.run_id:
-        raise FileNotFoundError(f"{name} v{version} has no MLflow run to describe")
+        raise MissingInputError(f"{name} v{version} has no MLflow run to describe")
     run = client.get_run(model_version.run_id)
     tags, metrics = run.data.tags, run.data.metrics
     figures: dict[str, bytes] = {}
@@ -108,5 +109,5 @@ def read(client: MlflowClient, name: str, version: str, *, kind: str = "md") -> 
     with tempfile.TemporaryDirectory() as tmp:
         local = _download(client, model_version.run_id, f"{CARD_DIR}/card.{kind}", Path(tmp))
         if local is None:
-            raise FileNotFoundError(f"{name} v{version} has no model card yet; run `mlops register` to write it")
+            raise MissingInputError(f"{name} v{version} has no model card yet; run `mlops register` to write it")
         return local.read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ import numpy as np
 
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
 from mlops_recipes.core.aggregates import customer_row, longest_window_us
+from mlops_recipes.errors import ReportedError
 
 # A customer's key, as the data contract types it (``ids.customer_id``: int or string).
 CustomerKey = int | str
@@ -54,7 +55,7 @@ CustomerKey = int | str
 RowWriter = Callable[[Sequence[tuple[CustomerKey, dt.datetime, dict[str, float]]]], None]
 
 
-class EventLogError(RuntimeError):
+class EventLogError(ReportedError, RuntimeError):
     """The event log could not be read or written (store down, lock not obtained in time)."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(ReportedError, RuntimeError):
     """The feature repository or a store could not be used."""
 
 
@@ -144,6 +145,8 @@ def apply_definitions(
 
 def _registered(store: FeatureStore) -> Definitions:
     """What the registry holds now (read past its cache); empty lists for a project never applied."""
+    from feast.errors import ProjectNotFoundException
+
     registry, project = store.registry, store.project
     try:
         return Definitions(
@@ -152,7 +155,9 @@ def _registered(store: FeatureStore) -> Definitions:
             feature_views=registry.list_feature_views(project, allow_cache=False),
             feature_services=registry.list_feature_services(project, allow_cache=False),
         )
-    except Exception as error:  # a project never applied lists nothing; an error is the registry's
+    except ProjectNotFoundException:  # a registry that has never seen this project holds nothing
+        return Definitions(entities=[], data_sources=[], feature_views=[], feature_services=[])
+    except Exception as error:  # anything else is the registry's: applying over it could lose objects
         raise FeatureStoreError(f"feature registry unavailable: {type(error).__name__}: {error}") from error
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import MissingInputError
+
 if TYPE_CHECKING:  # pandas costs ~1 s to import; `mlops summary` reads JSON only
     import pandas as pd
 
@@ -20,7 +22,7 @@ def read_table(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise MissingInputError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return pd.read_parquet(path)
@@ -34,7 +36,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+        raise MissingInputError(f"{path} not found; run the stage that writes it first (dvc repro)")
     return pd.read_parquet(path)
 
 
@@ -57,7 +59,7 @@ def write_json(document: Any, path: Path) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON document written by an earlier stage, or explain which stage to run."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the stage that writes it first (dvc repro)")
+        raise MissingInputError(f"{path} not found; run the stage that writes it first (dvc repro)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

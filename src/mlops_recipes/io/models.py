@@ -1,7 +1,14 @@
-"""Loading registered models for scoring, shared by the online service and batch scoring.
+"""The model contract: how a registered model version is named, found, loaded, checked and called.
 
-The scoring path calls the scikit-learn estimator directly on a NumPy matrix in the column order of the
-model's MLflow signature: no pyfunc wrapper, no pandas.
+Everything that scores goes through here: the evaluate stage (a logged model, before registration), the gate
+and ``mlops promote``/``compare`` (registered versions), batch scoring, the service and the benchmarks. A
+:class:`LoadedModel` carries what a scorer needs besides the estimator: name, version, run, feature service,
+feature order (the MLflow signature's), the decision threshold recorded on the version at registration (tag
+``decision_threshold``), the drift reference and the holdout metrics. The scoring path calls the scikit-learn
+estimator directly on a NumPy matrix in signature order: no pyfunc wrapper, no pandas.
+
+MLflow is reached through an explicit client (:func:`mlops_recipes.io.tracking.client`); artifacts are
+downloaded with explicit URIs, never through MLflow's process-wide tracking URI.
 """
 
 from __future__ import annotations
@@ -9,24 +16,41 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference, DriftWindow
 from mlops_recipes.core.request_features import model_features
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
 
 _log = logging.getLogger(__name__)
 
+# Tags on a registered version (written by the register stage, read back here).
+FEATURE_SERVICE_TAG = "feature_service"
+THRESHOLD_TAG = "decision_threshold"
 
-class ModelLoadError(RuntimeError):
+
+def model_uri(name: str, version: str | int | None = None, *, alias: str | None = None) -> str:
+    """The ``models:/`` URI of a registered version (``models:/<name>/<version>``) or alias (``models:/<name>@<a>``)."""
+    if (version is None) == (alias is None):
+        raise ValueError("give exactly one of version and alias")
+    return f"models:/{name}/{version}" if alias is None else f"models:/{name}@{alias}"
+
+
+class ModelLoadError(ReportedError, RuntimeError):
     """A model version could not be loaded or failed a check.
 
-    ``reason`` names the check (``load``, ``signature``, ``features``, ``feature_service``, ``drift_reference``,
-    ``warm_up``); ``transient`` says the cause may go away by itself (the registry or the artifact store was
-    unreachable), so loading the same version is worth retrying, where a deterministic failure is not.
+    ``reason`` names the check (``load``, ``signature``, ``features``, ``feature_service``, ``threshold``,
+    ``drift_reference``, ``warm_up``); ``transient`` says the cause may go away by itself (the registry or the
+    artifact store was unreachable), so loading the same version is worth retrying, where a deterministic failure
+    is not.
     """
 
     def __init__(self, message: str, *, reason: str = "load", transient: bool = False) -> None:
@@ -65,33 +89,74 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """One loaded model version, immutable: swapping replaces the whole object."""
+class ProbabilityEstimator(Protocol):
+    """What the contract calls on a loaded estimator (a scikit-learn classifier or Pipeline)."""
 
-    name: str
-    version: str
-    run_id: str | None
-    feature_service: str
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Class probabilities per row; column 1 is the fraud probability."""
+        ...
+
+
+class MissingFeaturesError(ReportedError, KeyError):
+    """A frame to score lacks columns the model reads (a holdout built for another feature set)."""
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """An estimator with the feature order of its signature: what scoring a frame or a matrix needs."""
+
+    uri: str
     features: tuple[str, ...]
-    estimator: Any
-    # The training-time summary the service compares live traffic with; None for models logged without one.
-    drift_reference: DriftReference | None = None
-    # The run's holdout metrics (``holdout_*`` from the evaluate stage), exported by the service as gauges.
-    holdout_metrics: Mapping[str, float] = field(default_factory=dict)
+    estimator: ProbabilityEstimator
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Fraud probabilities for rows of ``matrix`` (columns in ``features`` order)."""
         return np.asarray(self.estimator.predict_proba(matrix)[:, 1], dtype=np.float64)
 
+    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Fraud probabilities for the rows of ``frame``, its columns picked in ``features`` order."""
+        missing = sorted(set(self.features) - set(frame.columns))
+        if missing:
+            raise MissingFeaturesError(f"the data lacks features the model {self.uri} needs: {missing}")
+        return self.predict(frame[list(self.features)].to_numpy(dtype="float64"))
 
-def _client(settings: Settings) -> Any:
-    from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
+@dataclass(frozen=True)
+class LoadedModel(ScoringModel):
+    """One loaded registered version, immutable: swapping replaces the whole object."""
+
+    name: str
+    version: str
+    run_id: str | None
+    feature_service: str
+    # Probabilities at or above it are flagged: the threshold the gate's metrics were computed at.
+    threshold: float
+    # The training-time summary the service compares live traffic with; None for models logged without one.
+    drift_reference: DriftReference | None = None
+    # The run's holdout metrics (``holdout_*`` from the evaluate stage), exported by the service as gauges.
+    holdout_metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def with_threshold(self, override: float | None) -> LoadedModel:
+        """This version deciding at ``override`` instead of its recorded threshold (logged), or unchanged."""
+        if override is None or override == self.threshold:
+            return self
+        _log.warning(
+            "%s decides at the overriding threshold %s, not at the %s recorded on the version (its gate metrics)",
+            self.uri,
+            override,
+            self.threshold,
+        )
+        return replace(self, threshold=override)
 
 
-def registry_client(settings: Settings) -> Any:
+def _client(settings: Settings) -> MlflowClient:
+    """The registry client every load and alias lookup goes through (the fault-injection tests wrap it)."""
+    from mlops_recipes.io.tracking import client
+
+    return client(settings)
+
+
+def registry_client(settings: Settings) -> MlflowClient:
     """The registry client the loader reads versions with (the rollout watcher reads its record with it too)."""
     return _client(settings)
 
@@ -104,56 +169,115 @@ def resolve_alias(settings: Settings, alias: str) -> str | None:
     return None if version is None else str(version.version)
 
 
-def load_version(settings: Settings, version: str) -> LoadedModel:
-    """Load a version of ``settings.model_name`` and check it with a warm-up prediction."""
+def _download(settings: Settings, location: str) -> str:
+    """A local path with the artifacts at ``location`` (already local for a file store: no copy)."""
     import mlflow
 
-    name = settings.model_name
-    uri = f"models:/{name}/{version}"
+    return str(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location,
+            tracking_uri=settings.resolved_tracking_uri,
+            registry_uri=settings.resolved_registry_uri,
+        )
+    )
+
+
+def _load_estimator(settings: Settings, uri: str, location: str) -> ScoringModel:
+    """The estimator at ``location`` and the feature order of its signature, checked against the contract."""
+    import mlflow
+
     try:
-        client = _client(settings)
-        meta = client.get_model_version(name, version)
-        mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-        mlflow.set_registry_uri(settings.resolved_registry_uri)
-        info = mlflow.models.get_model_info(uri)
-        estimator = mlflow.sklearn.load_model(uri)
+        path = _download(settings, location)
+        signature = mlflow.models.Model.load(path).signature
+        estimator = mlflow.sklearn.load_model(path)
     except Exception as error:
         raise ModelLoadError(f"cannot load {uri}: {error}", transient=is_transient(error)) from error
-    if info.signature is None:
+    features = tuple(signature.inputs.input_names()) if signature is not None else ()
+    if not features:
         raise ModelLoadError(f"{uri} has no input signature: cannot tell which features it reads", reason="signature")
-    features = tuple(info.signature.inputs.input_names())
     unknown = sorted(set(features) - set(model_features(settings.contract())))
     if unknown:
         raise ModelLoadError(f"{uri} reads features the data contract does not provide: {unknown}", reason="features")
-    feature_service = meta.tags.get("feature_service")
+    return ScoringModel(uri, features, estimator)
+
+
+def load_logged(settings: Settings, model_id: str) -> ScoringModel:
+    """A model logged by the train stage (``models:/<model_id>``), not registered yet: the evaluate stage's."""
+    uri = f"models:/{model_id}"
+    try:
+        location = _client(settings).get_logged_model(model_id).artifact_location
+    except Exception as error:
+        raise ModelLoadError(f"cannot load {uri}: {error}", transient=is_transient(error)) from error
+    return _load_estimator(settings, uri, location)
+
+
+def _threshold(tags: Mapping[str, str], uri: str) -> float:
+    raw = tags.get(THRESHOLD_TAG)
+    try:
+        value = float(raw) if raw is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise ModelLoadError(
+            f"{uri} has no usable {THRESHOLD_TAG} tag (got {raw!r}): cannot tell at which threshold it decides; "
+            "register it with `mlops register`, which records the threshold its gate metrics were computed at",
+            reason="threshold",
+        )
+    return value
+
+
+def version_artifacts(settings: Settings, version: str) -> str:
+    """A local path with a registered version's model files (for tools that load it another way, e.g. pyfunc)."""
+    return _download(settings, _client(settings).get_model_version_download_uri(settings.model_name, version))
+
+
+def load_version(settings: Settings, version: str, *, threshold_override: float | None = None) -> LoadedModel:
+    """Load a version of ``settings.model_name`` and check it with a warm-up prediction.
+
+    ``threshold_override`` (the service's ``SERVING_THRESHOLD``) replaces the recorded threshold, with a warning.
+    """
+    name = settings.model_name
+    uri = model_uri(name, version)
+    try:
+        client = _client(settings)
+        meta = client.get_model_version(name, version)
+        location = client.get_model_version_download_uri(name, version)
+    except Exception as error:
+        raise ModelLoadError(f"cannot load {uri}: {error}", transient=is_transient(error)) from error
+    scoring = _load_estimator(settings, uri, location)
+    feature_service = meta.tags.get(FEATURE_SERVICE_TAG)
     if not feature_service:
         raise ModelLoadError(
             f"{uri} has no feature_service tag: cannot tell which features to fetch", reason="feature_service"
         )
-    reference = _drift_reference(meta.run_id, uri)
+    threshold = _threshold(meta.tags, uri)
+    reference = _drift_reference(settings, meta.run_id, uri)
     if reference is not None:
         try:  # the window the service will fill: a reference without a histogram per input cannot be compared
-            DriftWindow(reference, features, capacity=1)
+            DriftWindow(reference, scoring.features, capacity=1)
         except ValueError as error:
             raise ModelLoadError(
                 f"{uri} has a drift reference that does not match its signature: {error}", reason="drift_reference"
             ) from error
     model = LoadedModel(
-        name,
-        str(version),
-        meta.run_id,
-        feature_service,
-        features,
-        estimator,
+        uri=uri,
+        features=scoring.features,
+        estimator=scoring.estimator,
+        name=name,
+        version=str(version),
+        run_id=meta.run_id,
+        feature_service=feature_service,
+        threshold=threshold,
         drift_reference=reference,
         holdout_metrics=_holdout_metrics(client, meta.run_id),
-    )
-    _warm_up(model, uri)
+    ).with_threshold(threshold_override)
+    _warm_up(model)
     return model
 
 
-def _warm_up(model: LoadedModel, uri: str) -> None:
+def _warm_up(model: LoadedModel) -> None:
     """One prediction on an all-missing row (the worst case online): it must run and give a probability."""
+    uri = model.uri
     try:
         warm = model.predict(np.full((1, len(model.features)), np.nan))
     except Exception as error:  # whatever the estimator raises: the version is unusable, not the process
@@ -164,20 +288,26 @@ def _warm_up(model: LoadedModel, uri: str) -> None:
         raise ModelLoadError(f"{uri} failed its warm-up prediction (got {warm!r})", reason="warm_up")
 
 
-def _drift_reference(run_id: str | None, uri: str) -> DriftReference | None:
+def _drift_reference(settings: Settings, run_id: str | None, uri: str) -> DriftReference | None:
     """The drift reference logged with the model's run, or None (drift monitoring off for this model)."""
+    import json
+
     import mlflow
 
     if run_id is None:
         return None
     try:
-        return DriftReference.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}"))
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=settings.resolved_tracking_uri
+        )
+        with open(path, encoding="utf-8") as handle:
+            return DriftReference.from_dict(json.load(handle))
     except Exception as error:  # optional: an older model, or a store without the artifact, still serves
         _log.warning("%s has no usable drift reference (%s): drift gauges stay unset", uri, error)
         return None
 
 
-def _holdout_metrics(client: Any, run_id: str | None) -> dict[str, float]:
+def _holdout_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
     """The evaluate stage's holdout metrics of the run, without their prefix (empty if there are none)."""
     from mlops_recipes.io.registry import METRIC_PREFIX
 
@@ -191,9 +321,9 @@ def _holdout_metrics(client: Any, run_id: str | None) -> dict[str, float]:
     return {k.removeprefix(METRIC_PREFIX): float(v) for k, v in metrics.items() if k.startswith(METRIC_PREFIX)}
 
 
-def load_alias(settings: Settings, alias: str) -> LoadedModel:
+def load_alias(settings: Settings, alias: str, *, threshold_override: float | None = None) -> LoadedModel:
     """Load the version behind ``alias`` (e.g. the champion), or explain that there is none."""
     version = resolve_alias(settings, alias)
     if version is None:
         raise ModelLoadError(f"model {settings.model_name!r} has no {alias!r} version; run the pipeline first")
-    return load_version(settings, version)
+    return load_version(settings, version, threshold_override=threshold_override)

@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
 
 
-class PipelineBusy(RuntimeError):
+class PipelineBusy(ReportedError, RuntimeError):
     """Another pipeline run holds this project's lock."""
 
 

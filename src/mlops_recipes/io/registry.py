@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from mlops_recipes.errors import ReportedError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -19,7 +21,7 @@ PREVIOUS_CHAMPION_TAG = "previous_champion"
 METRIC_PREFIX = "holdout_"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ReportedError, RuntimeError):
     """The registry cannot do what was asked (no such version, nothing to roll back to, ...)."""
 
 
@@ -55,7 +57,10 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
 def ensure_version(
     client: MlflowClient, name: str, *, model_uri: str, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise."""
+    """The registry version for ``model_uri``: found if already registered (idempotent), created otherwise.
+
+    Creating one goes through ``mlflow.register_model``: call it inside :func:`mlops_recipes.io.tracking.fluent`.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -1,11 +1,17 @@
-"""MLflow tracking set-up: always an explicit, absolute URI from settings (never MLflow's cwd default)."""
+"""MLflow tracking set-up: explicit clients on the absolute URIs from settings (never MLflow's cwd default).
+
+No module sets MLflow's process-wide URIs for good: reads and writes go through :func:`client`, and the few
+calls that only exist in the fluent API run inside :func:`fluent`, which restores the URIs afterwards.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mlops_recipes.processes import alive
@@ -15,21 +21,60 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured stores and experiment; return a client for the registry."""
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    mlflow.set_registry_uri(settings.resolved_registry_uri)
-    mlflow.set_experiment(settings.experiment_name)
-    return registry_client(settings)
-
-
-def registry_client(settings: Settings) -> MlflowClient:
-    """A client of the configured tracking server and registry, without touching MLflow's process globals."""
+def client(settings: Settings) -> MlflowClient:
+    """A client for the configured tracking store and registry: every read and write that a client can do."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
+
+
+def experiment_id(tracking: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created on first use."""
+    from mlflow.exceptions import MlflowException
+
+    found = tracking.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(tracking.create_experiment(name))
+    except MlflowException as error:  # another stage created it a moment ago
+        if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+        created = tracking.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return str(created.experiment_id)
+
+
+@contextlib.contextmanager
+def fluent(settings: Settings) -> Iterator[None]:
+    """MLflow's fluent API pointed at the configured stores for the block only (:func:`client` for the rest).
+
+    ``start_run``, ``log_model`` and ``register_model`` have no client form, and MLflow resolves ``models:/``
+    sources through its process-wide URIs even inside the registry store. So the stages that log or register a
+    model set those URIs here and put back what was there before (MLflow mirrors them in ``MLFLOW_TRACKING_URI``
+    and ``MLFLOW_REGISTRY_URI``): nothing leaks into the rest of the process (the service, tests, a notebook).
+    """
+    import mlflow
+
+    before = {name: os.environ.get(name) for name in _FLUENT_VARIABLES}
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_registry_uri)
+    try:
+        yield
+    finally:
+        # None puts MLflow back to "not set" (its code handles None; its annotations omit it).
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# What the fluent API exports to the environment while it is pointed at our stores.
+_FLUENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def git_commit(settings: Settings) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from mlops_recipes.contract import (
     TRANSACTION_ID,
 )
 from mlops_recipes.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops_recipes.io.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -136,18 +139,14 @@ def replay(
     return pd.DataFrame(served)
 
 
-def offline_reference(settings: Settings, transactions: pd.DataFrame, model: Any) -> pd.DataFrame:
-    """Model inputs as the dataset stage builds them (point in time) and ``model``'s scores on them.
-
-    ``model`` is a :class:`mlops_recipes.io.models.LoadedModel` (its features in signature order, its service).
-    """
+def offline_reference(settings: Settings, transactions: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
+    """Model inputs as the dataset stage builds them (point in time) and ``model``'s scores on them."""
     from mlops_recipes.io import feature_store
-    from mlops_recipes.stages.dataset import model_inputs_as_of
+    from mlops_recipes.model_inputs import offline_rows
 
     store = feature_store.open_store(settings)
-    frame = model_inputs_as_of(store, transactions, model.feature_service, settings.contract(), extra_columns=(LABEL,))
-    matrix = frame[list(model.features)].to_numpy(dtype=np.float64)
-    return frame.assign(offline_score=model.predict(matrix))
+    frame = offline_rows(store, transactions, model.feature_service, settings.contract(), extra_columns=(LABEL,))
+    return frame.assign(offline_score=model.score_frame(frame))
 
 
 def compare(served: pd.DataFrame, offline: pd.DataFrame, *, threshold: float) -> ParityReport:

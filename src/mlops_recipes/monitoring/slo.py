@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io.files import read_yaml
 
 JOB = "fraud-serving"
@@ -66,7 +67,7 @@ BURN_RATE_ALERTS = (
 ALERT_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 
-class SLOConfigError(ValueError):
+class SLOConfigError(ReportedError, ValueError):
     """``monitoring/slo.yaml`` is missing, unreadable or invalid."""
 
 

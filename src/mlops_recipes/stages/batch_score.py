@@ -13,16 +13,18 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_recipes.contract import CUSTOMER, EVENT_TIME, LABEL, MERCHANT, TRANSACTION_ID, Contract
+from mlops_recipes.contract import EVENT_TIME, LABEL, Contract
 from mlops_recipes.core.conform import ContractMismatchError, conform
+from mlops_recipes.errors import ReportedError
 from mlops_recipes.io import feature_store
 from mlops_recipes.io.files import read_parquet, read_table, write_parquet
 from mlops_recipes.io.models import load_alias
+from mlops_recipes.io.registry import CHAMPION
+from mlops_recipes.model_inputs import ID_COLUMNS, offline_rows
 from mlops_recipes.settings import Settings
-from mlops_recipes.stages.dataset import model_inputs_as_of
 
 
-class BatchInputError(ValueError):
+class BatchInputError(ReportedError, ValueError):
     """The transactions to score are missing columns or empty."""
 
 
@@ -64,19 +66,18 @@ def run(
     source: Path | None = None,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
-    threshold: float = 0.5,
-    alias: str = "champion",
+    alias: str = CHAMPION,
 ) -> dict[str, Any]:
-    """Score and write ``output``; return a summary."""
+    """Score and write ``output``; return a summary. Decisions are at the version's recorded threshold."""
     contract = settings.contract()
     transactions = select_transactions(settings, contract, source=source, start=start, end=end)
     model = load_alias(settings, alias)
     store = feature_store.open_store(settings)
-    inputs = model_inputs_as_of(store, transactions, model.feature_service, contract)
-    probabilities = model.predict(inputs[list(model.features)].to_numpy(dtype="float64"))
-    predictions = inputs[[TRANSACTION_ID, CUSTOMER, MERCHANT, EVENT_TIME]].assign(
+    inputs = offline_rows(store, transactions, model.feature_service, contract)
+    probabilities = model.score_frame(inputs)
+    predictions = inputs[list(ID_COLUMNS)].assign(
         fraud_probability=probabilities,
-        **{LABEL: probabilities >= threshold},
+        **{LABEL: probabilities >= model.threshold},
         model_name=model.name,
         model_version=model.version,
         scored_at=pd.Timestamp.now(tz="UTC"),
@@ -87,5 +88,6 @@ def run(
         "rows": len(predictions),
         "flagged": int(predictions[LABEL].sum()),
         "model_version": model.version,
+        "threshold": model.threshold,
         "output": str(output),
     }

@@ -11,21 +11,25 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlops_recipes.contract import LABEL
 from mlops_recipes.core.figures import holdout_figures
+from mlops_recipes.io import holdout as holdouts
 from mlops_recipes.io import registry, tracking
 from mlops_recipes.io.figures import write_pngs
-from mlops_recipes.io.files import read_parquet, write_json
+from mlops_recipes.io.files import write_json
+from mlops_recipes.io.models import load_version
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
-from mlops_recipes.stages import evaluate
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
-def _resolve(client: Any, name: str, version: str | None, alias: str) -> str:
+def _resolve(client: MlflowClient, name: str, version: str | None, alias: str) -> str:
     if version is not None:
         return str(registry.get_version(client, name, version).version)
     found = registry.alias_version(client, name, alias)
@@ -57,30 +61,36 @@ def run(
     settings: Settings, params: Params, *, candidate: str | None = None, champion: str | None = None
 ) -> dict[str, Any]:
     """Score both versions on the current holdout; write figures and the side-by-side metrics."""
-    client = tracking.configure(settings)
+    client = tracking.client(settings)
     name = settings.model_name
     cand = _resolve(client, name, candidate, registry.CHALLENGER)
     champ = _resolve(client, name, champion, registry.CHAMPION)
-    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
-    labels = evaluate.segment_labels(settings, params, holdout)
-    scored = {
-        f"candidate v{cand}": evaluate.score_holdout(f"models:/{name}/{cand}", holdout),
-        f"champion v{champ}": evaluate.score_holdout(f"models:/{name}/{champ}", holdout),
-    }
-    metrics = pd.DataFrame({model: evaluate.compute(holdout, s, params.evaluate) for model, s in scored.items()})
+    holdout = holdouts.read(settings)
+    labels = holdouts.segment_labels(settings, params, holdout)
+    models = {f"candidate v{cand}": load_version(settings, cand), f"champion v{champ}": load_version(settings, champ)}
+    scored = {key: model.score_frame(holdout) for key, model in models.items()}
+    # Each version is judged at the threshold it decides at (recorded on it); the figures mark the candidate's.
+    metrics = pd.DataFrame(
+        {
+            key: holdouts.metrics(holdout, scored[key], params.evaluate, threshold=model.threshold)
+            for key, model in models.items()
+        }
+    )
     first, second = metrics.columns
     metrics["difference"] = metrics[first] - metrics[second]
     by_segment = pd.concat(
         [
-            evaluate.segment_table(settings, params, holdout, s, labels=labels).assign(model=model)
-            for model, s in scored.items()
+            holdouts.segment_table(
+                settings, params, holdout, scored[key], threshold=model.threshold, labels=labels
+            ).assign(model=key)
+            for key, model in models.items()
         ],
         ignore_index=True,
     )
     figures = holdout_figures(
         holdout[LABEL].to_numpy(),
         scored,
-        threshold=params.evaluate.threshold,
+        threshold=models[first].threshold,
         max_fpr=params.evaluate.max_fpr,
         bins=params.evaluate.calibration_bins,
         segments=by_segment,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -21,6 +21,9 @@ from mlops_recipes.io.customer_events import CustomerUpdates
 from mlops_recipes.io.files import read_parquet, write_json, write_parquet
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def _services_in_use(settings: Settings) -> dict[str, list[str]]:
     from mlops_recipes.io import registry, tracking
 
     try:
-        return registry.services_in_use(tracking.registry_client(settings), settings.model_name)
+        return registry.services_in_use(tracking.client(settings), settings.model_name)
     except Exception as error:
         # Unknown is not "unused": refuse rather than change a service the champion may read.
         raise feature_store.FeatureServiceInUse(
@@ -69,7 +72,7 @@ def _services_in_use(settings: Settings) -> dict[str, list[str]]:
         ) from error
 
 
-def _check_online(store: Any, tables: dict[str, pd.DataFrame], service: str) -> dict[str, Any]:
+def _check_online(store: FeatureStore, tables: dict[str, pd.DataFrame], service: str) -> dict[str, Any]:
     """Read back the latest customer row: materialization that silently loaded nothing fails here.
 
     The online row may be newer than the data (transactions the service scored since the data ends are kept):

@@ -7,40 +7,66 @@ candidate stays. The decision goes to ``reports/promotion.json`` and to tags on 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlops_recipes.contract import LABEL
 from mlops_recipes.core import segments
 from mlops_recipes.core.gate import GateDecision, SegmentScore, chance_score, check_segments, decide, with_segments
+from mlops_recipes.errors import ReportedError
+from mlops_recipes.io import holdout as holdouts
 from mlops_recipes.io import registry, tracking
-from mlops_recipes.io.files import read_json, read_parquet, write_json
+from mlops_recipes.io.files import read_json, write_json
+from mlops_recipes.io.models import (
+    FEATURE_SERVICE_TAG,
+    THRESHOLD_TAG,
+    LoadedModel,
+    MissingFeaturesError,
+    ModelLoadError,
+    load_version,
+)
 from mlops_recipes.params import Params
 from mlops_recipes.settings import Settings
-from mlops_recipes.stages import evaluate
+
+if TYPE_CHECKING:
+    import numpy as np
+    from mlflow import MlflowClient
 
 
-class GateRejected(RuntimeError):
+class GateRejected(ReportedError, RuntimeError):
     """The gate refused the candidate and ``register.fail_on_reject`` is set."""
 
 
+def score_version(settings: Settings, version: str, holdout: pd.DataFrame) -> tuple[LoadedModel, np.ndarray]:
+    """A registered version loaded through the model contract and its scores on the holdout."""
+    model = load_version(settings, version)
+    return model, model.score_frame(holdout)
+
+
+def _unscorable(error: Exception) -> bool:
+    """A champion that cannot read this holdout (another feature set, a failed check), not a store out of reach."""
+    return isinstance(error, MissingFeaturesError) or (isinstance(error, ModelLoadError) and not error.transient)
+
+
 def champion_score(
-    client: Any, settings: Settings, params: Params, holdout: pd.DataFrame
+    client: MlflowClient, settings: Settings, params: Params, holdout: pd.DataFrame
 ) -> tuple[str | None, float | None, str | None]:
-    """The current champion's (version, score on this holdout, note).
+    """The current champion's (version, score on this holdout at its own threshold, note).
 
     The score is None when there is no champion or it cannot read this holdout (a different feature set).
     """
     current = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     if current is None:
         return None, None, None
-    uri = f"models:/{settings.model_name}/{current.version}"
     try:
-        scores = evaluate.score_holdout(uri, holdout)
-    except (KeyError, ValueError) as error:
+        champion, scores = score_version(settings, str(current.version), holdout)
+    except (MissingFeaturesError, ModelLoadError) as error:
+        if not _unscorable(error):
+            raise
         return str(current.version), None, f"champion v{current.version} cannot be scored on this holdout ({error})"
-    return str(current.version), evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric], None
+    metrics = holdouts.metrics(holdout, scores, params.evaluate, threshold=champion.threshold)
+    return str(current.version), metrics[params.register_.metric], None
 
 
 def segment_scores(table: pd.DataFrame, metric: str) -> dict[str, SegmentScore]:
@@ -52,7 +78,7 @@ def segment_scores(table: pd.DataFrame, metric: str) -> dict[str, SegmentScore]:
 
 def gate_segments(
     decision: GateDecision,
-    client: Any,
+    client: MlflowClient,
     settings: Settings,
     params: Params,
     *,
@@ -70,11 +96,14 @@ def gate_segments(
     current = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     if rules.max_regression is not None and current is not None:
         try:
-            scores = evaluate.score_holdout(f"models:/{settings.model_name}/{current.version}", holdout)
-        except (KeyError, ValueError):
-            scores = None  # the global check already reports a champion that cannot read this holdout
-        if scores is not None:
-            champion = segment_scores(evaluate.segment_table(settings, params, holdout, scores), rules.metric)
+            model, scores = score_version(settings, str(current.version), holdout)
+        except (MissingFeaturesError, ModelLoadError) as error:
+            if not _unscorable(error):
+                raise
+            model = None  # the global check already reports a champion that cannot read this holdout
+        if model is not None:
+            table = holdouts.segment_table(settings, params, holdout, scores, threshold=model.threshold)
+            champion = segment_scores(table, rules.metric)
     failures, notes = check_segments(
         segment_scores(candidate_segments, rules.metric),
         champion,
@@ -88,7 +117,7 @@ def gate_segments(
 
 
 def gate(
-    client: Any,
+    client: MlflowClient,
     settings: Settings,
     params: Params,
     *,
@@ -127,7 +156,7 @@ def _tail(decision: GateDecision) -> tuple[str, float, float | None, float | Non
     return decision.metric, decision.candidate_score, decision.champion_score, decision.chance_score
 
 
-def apply_decision(client: Any, settings: Settings, version: str, decision: GateDecision) -> str | None:
+def apply_decision(client: MlflowClient, settings: Settings, version: str, decision: GateDecision) -> str | None:
     """Record the decision on the version and move ``champion`` if it promotes. Returns the champion before."""
     name = settings.model_name
     client.set_model_version_tag(name, version, "gate_decision", "promoted" if decision.promote else "rejected")
@@ -138,7 +167,7 @@ def apply_decision(client: Any, settings: Settings, version: str, decision: Gate
     return str(before.version) if before is not None else None
 
 
-def write_card(client: Any, settings: Settings, params: Params, version: str) -> dict[str, str]:
+def write_card(client: MlflowClient, settings: Settings, params: Params, version: str) -> dict[str, str]:
     """Generate the version's model card from its run and tags, and store it (description + run artifacts)."""
     from mlops_recipes.io import card
 
@@ -150,16 +179,19 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Register, alias ``challenger``, gate, maybe promote; write ``reports/promotion.json``."""
     trained = read_json(settings.train_run_file)
     metrics = read_json(settings.holdout_metrics_file)
-    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
-    client = tracking.configure(settings)
+    holdout = holdouts.read(settings)
     tags = {
-        "feature_service": trained["feature_service"],
+        FEATURE_SERVICE_TAG: trained["feature_service"],
+        # The threshold the evaluate stage computed these metrics at: the version decides at it wherever it scores.
+        THRESHOLD_TAG: str(params.evaluate.threshold),
         "model_family": trained["model_family"],
         **{f"{registry.METRIC_PREFIX}{k}": str(v) for k, v in metrics.items()},
     }
-    registered = registry.ensure_version(
-        client, settings.model_name, model_uri=trained["model_uri"], run_id=trained["run_id"], tags=tags
-    )
+    client = tracking.client(settings)
+    with tracking.fluent(settings):  # registering a logged model has no client-only form
+        registered = registry.ensure_version(
+            client, settings.model_name, model_uri=trained["model_uri"], run_id=trained["run_id"], tags=tags
+        )
     version = str(registered.version)
     registry.set_challenger(client, settings.model_name, version)
     decision, _ = gate(
@@ -192,16 +224,15 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
 
 def promote(settings: Settings, params: Params, *, version: str, force: bool) -> dict[str, Any]:
     """Manually promote ``version``: still gated on the current holdout unless ``force``."""
-    client = tracking.configure(settings)
+    client = tracking.client(settings)
     registry.get_version(client, settings.model_name, version)
-    holdout = read_parquet(settings.dataset_dir / "holdout.parquet")
-    uri = f"models:/{settings.model_name}/{version}"
-    scores = evaluate.score_holdout(uri, holdout)
-    score = evaluate.compute(holdout, scores, params.evaluate)[params.register_.metric]
+    holdout = holdouts.read(settings)
+    model, scores = score_version(settings, version, holdout)
+    score = holdouts.metrics(holdout, scores, params.evaluate, threshold=model.threshold)[params.register_.metric]
     if force:
         decision = GateDecision(True, ("forced by operator",), params.register_.metric, score, None)
     else:
-        by_segment = evaluate.segment_table(settings, params, holdout, scores)
+        by_segment = holdouts.segment_table(settings, params, holdout, scores, threshold=model.threshold)
         decision, _ = gate(
             client,
             settings,

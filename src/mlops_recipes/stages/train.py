@@ -57,9 +57,9 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     categories = category_features(contract)
     model = build_model(params.train, categorical=[names.index(name) for name in categories])
 
-    client = tracking.configure(settings)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
-    abandoned = tracking.fail_abandoned_runs(client, experiment.experiment_id) if experiment is not None else []
+    client = tracking.client(settings)
+    experiment_id = tracking.experiment_id(client, settings.experiment_name)
+    abandoned = tracking.fail_abandoned_runs(client, experiment_id)
     service = params.features.service
     tags = {
         **tracking.process_tags(),
@@ -70,7 +70,10 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         "data.raw_md5": file_digest(settings.raw_transactions),
         "model_family": params.train.model,
     }
-    with mlflow.start_run(run_name=f"train-{params.train.model}", tags=tags) as run:
+    with (
+        tracking.fluent(settings),  # log_model has no client-only form
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{params.train.model}", tags=tags) as run,
+    ):
         mlflow.log_params(
             _flatten("train", params.train.model_dump()) | _flatten("data", params.data.model_dump(mode="json"))
         )
