@@ -112,6 +112,10 @@ bench-flows: install ## Benchmark Prefect overhead on retrain and batch-scoring 
 bench-monitoring: install ## Cost of drift and label monitoring per request, next to the model call
 	@$(RUN) python bench/monitoring.py
 
+.PHONY: bench-rollout
+bench-rollout: install ## Champion throughput and p99 with a 100 % shadow candidate vs no rollout
+	@$(RUN) python bench/rollout.py
+
 .PHONY: bench-serving
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)
 	@$(RUN) python bench/serving.py
