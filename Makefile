@@ -33,19 +33,28 @@ run: install ## Run the whole pipeline (dvc repro) on embedded defaults, then sh
 	@$(RUN) dvc repro
 	@$(RUN) mlops summary
 
+# Coverage of the library and both shells in the test process ([tool.coverage.run], branches counted); below the
+# floor `make test` fails. The floor: 56 % measured on the unit suite alone, less 2 points (the whole
+# suite only adds covered lines); raise it as tests are added. A run of part of the suite
+# (PYTEST_ARGS="-m tools") passes COVERAGE= to leave it out.
+COVERAGE_FLOOR ?= 54
+COVERAGE ?= --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+
 .PHONY: test
-test: install ## Run the test suite (unit and integration, TEST_WORKERS processes): what CI runs
-	@$(RUN) pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+test: install ## Run the test suite (unit and integration, TEST_WORKERS processes) with coverage and its floor: what CI runs
+	@$(RUN) pytest -n $(TEST_WORKERS) --dist loadfile $(COVERAGE) $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Run only the fast unit tests
 	@$(RUN) pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install ## Lint (ruff), check formatting and types (mypy --strict)
-	@$(RUN) ruff check .
-	@$(RUN) ruff format --check .
-	@$(RUN) mypy
+lint: install ## The pre-commit hooks on every file: ruff, ruff format, mypy --strict, hadolint, check-jsonschema, zizmor
+	@$(RUN) pre-commit run --all-files --show-diff-on-failure
+
+.PHONY: hooks
+hooks: install ## Install the git pre-commit hook (the same checks as `make lint`, on the files of each commit)
+	@$(RUN) pre-commit install
 
 .PHONY: fmt
 fmt: install ## Format the code and apply safe lint fixes
@@ -105,6 +114,10 @@ bench-flows: install ## Benchmark Prefect overhead on retrain and batch-scoring 
 .PHONY: bench-monitoring
 bench-monitoring: install ## Cost of drift and label monitoring per request, next to the model call
 	@$(RUN) python bench/monitoring.py
+
+.PHONY: bench-rollout
+bench-rollout: install ## Champion throughput and p99 with a 100 % shadow candidate vs no rollout
+	@$(RUN) python bench/rollout.py
 
 .PHONY: bench-serving
 bench-serving: install ## Benchmark the service vs `mlflow models serve` (throughput, latency, workers, start-up)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))  # the shared helpers of the tests and the benchmarks (tests/support)
+from support.project import BIN_DIR as BIN  # noqa: E402
+from support.project import clone_head, project_env  # noqa: E402
+from support.servers import free_port  # noqa: E402
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "FEAST_", "PREFECT_"))}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLOPS_PROJECT_ROOT=str(root), PREFECT_HOME=str(root / ".prefect")
-    )
-    env.update(extra)
-    return env
+    """The project's environment with a Prefect home of its own (and no inherited Prefect setting)."""
+    return project_env(root, drop=("PREFECT_",), PREFECT_HOME=str(root / ".prefect"), **extra)
 
 
 def _timed(code: str, env: dict[str, str], cwd: Path) -> float:
@@ -67,7 +65,7 @@ def run(repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlops-bench-flows-") as tmp:
         root = Path(tmp) / "project"
-        subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
+        clone_head(root)
         subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=root, env=_env(root), check=True)
 
         direct = (
@@ -78,7 +76,7 @@ def run(repeats: int) -> dict[str, Any]:
         flow = "from flows.retrain import retrain; retrain(refresh_data=True)"
         results["direct_s"] = _median(direct, _env(root), root, repeats)
 
-        port = 4391
+        port = free_port()
         server = _start_server(root, port)
         try:
             served = _env(root, PREFECT_API_URL=f"http://127.0.0.1:{port}/api")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,9 @@ import pyarrow.parquet as pq
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))  # the shared helpers of the tests and the benchmarks (tests/support)
+from support.project import clone_head, project_env  # noqa: E402
+
 STAGES = ("ingest", "validate", "features", "dataset", "train", "evaluate", "register")
 # Measures one child command: wall seconds and the peak RSS of its whole process tree (waited-for children).
 _TIMER = (
@@ -35,10 +36,8 @@ _TIMER = (
 
 def measure(cmd: list[str], cwd: Path) -> dict[str, float]:
     """Wall time and peak memory (MB) of ``cmd`` run in ``cwd``; fails loudly if the command fails."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "FEAST_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     result = subprocess.run(
-        [sys.executable, "-c", _TIMER, *cmd], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", _TIMER, *cmd], cwd=cwd, env=project_env(cwd), capture_output=True, text=True, check=False
     )
     figures: dict[str, float] = json.loads(result.stderr.strip().splitlines()[-1])
     if figures["rc"] != 0:
@@ -48,7 +47,7 @@ def measure(cmd: list[str], cwd: Path) -> dict[str, float]:
 
 def clone(target: Path, *, scale: int = 1) -> Path:
     """A fresh clone of HEAD, with the data size multiplied by ``scale`` (more customers and merchants)."""
-    subprocess.run(["git", "clone", "-q", str(REPO), str(target)], check=True)
+    clone_head(target)
     params_path = target / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["data"]["n_customers"] *= scale

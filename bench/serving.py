@@ -37,7 +37,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))  # the shared helpers of the tests and the benchmarks (tests/support)
+from support.project import clone_head, project_env  # noqa: E402
+from support.servers import free_port  # noqa: E402
+
+# The in-process figures: real code run in a child process of the benchmarked project (see its docstring).
+INPROCESS = Path(__file__).with_name("serving_inprocess.py")
 MODEL_NAME = "fraud-detector"
 ALIAS = "champion"
 # The scored transaction: a customer and a merchant that have every feature online, and request fields.
@@ -67,144 +71,6 @@ TARGETS = {
     "update_p99_ratio": 1.2,  # at most
 }
 
-# In-process micro-benchmarks, run in the clone (so `serving` is the clone's) by the project's interpreter.
-# Prints one JSON document: medians in microseconds, and the scored row for the inline-features baseline.
-_MICRO = r"""
-import json, math, sqlite3, statistics, sys, time, warnings
-from pathlib import Path
-
-warnings.filterwarnings("ignore", message="X does not have valid feature names")
-args = json.loads(sys.argv[1])
-
-import mlflow
-import numpy as np
-import pandas as pd
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
-
-from mlops_recipes.io.feature_store import open_store
-from mlops_recipes.settings import Settings
-from serving.features import OnlineFeatures
-from mlops_recipes.io.models import load_version, version_artifacts
-from serving.schemas import transaction_model
-from serving.scoring import model_matrix
-
-
-def medians_us(functions, iterations, blocks=5):
-    # Interleaved blocks, so that a slow spell of the machine hits every contender alike.
-    for fn in functions.values():
-        for _ in range(max(20, iterations // 20)):
-            fn()
-    samples = {name: [] for name in functions}
-    per_block = max(1, iterations // blocks)
-    for _ in range(blocks):
-        for name, fn in functions.items():
-            record = samples[name].append
-            for _ in range(per_block):
-                started = time.perf_counter_ns()
-                fn()
-                record(time.perf_counter_ns() - started)
-    return {name: statistics.median(values) / 1e3 for name, values in samples.items()}
-
-
-settings = Settings()
-client = mlflow.MlflowClient(settings.resolved_tracking_uri, settings.resolved_registry_uri)
-version = str(client.get_model_version_by_alias(settings.model_name, args["alias"]).version)
-model = load_version(settings, version)
-features = OnlineFeatures(settings)
-contract = settings.contract()
-features.warm_up(model.feature_service, contract.placeholder_keys())
-
-transaction = transaction_model(contract)(**args["transaction"])
-entity_rows = [{key: getattr(transaction, key) for key in contract.entity_keys}]
-stored = features.lookup(model.feature_service, entity_rows)
-missing = sorted(name for name, values in stored.items() if values[0] is None and name not in entity_rows[0])
-matrix = model_matrix(stored, [transaction], model.features, contract, now=transaction.event_timestamp.timestamp())
-probability = float(model.predict(matrix)[0])
-
-# The same rows straight from Feast's SQLite online store (feast/infra/online_stores/sqlite.py): one table
-# "<project>_<feature view>" per view, one row per (entity_key, feature_name), values as serialized ValueProtos.
-store = open_store(settings)
-service = store.get_feature_service(model.feature_service)
-db_path = Path(store.config.online_store.path)
-if not db_path.is_absolute():
-    db_path = Path(store.repo_path) / db_path
-connection = sqlite3.connect(str(db_path), check_same_thread=False)
-reads = []
-for projection in service.feature_view_projections:
-    view = store.get_feature_view(projection.name)
-    (join_key,) = [column.name for column in view.entity_columns]
-    table = f"{store.project}_{projection.name}".replace('"', '""')
-    sql = f'SELECT feature_name, value FROM "{table}" WHERE entity_key = ?'
-    reads.append((sql, join_key, entity_rows[0][join_key]))
-key_version = store.config.entity_key_serialization_version
-
-
-def entity_key(join_key, entity_id):
-    key = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=entity_id)])
-    return serialize_entity_key(key, entity_key_serialization_version=key_version)
-
-
-def direct_read():
-    values = {}
-    for sql, join_key, entity_id in reads:
-        for name, blob in connection.execute(sql, (entity_key(join_key, entity_id),)):
-            value = Value()
-            value.ParseFromString(blob)
-            kind = value.WhichOneof("val")
-            values[name] = None if kind is None else getattr(value, kind)
-    return values
-
-
-keys = [entity_key(join_key, entity_id) for _, join_key, entity_id in reads]
-
-
-def select_only():
-    return [connection.execute(sql, (key,)).fetchall() for (sql, _, _), key in zip(reads, keys)]
-
-
-direct = direct_read()
-disagree = sorted(n for n, v in direct.items() if n in stored and not math.isclose(float(v), float(stored[n][0])))
-disagree += sorted(set(direct) ^ (set(stored) - set(entity_rows[0])))  # read by only one of the two
-lookup = medians_us(
-    {
-        "service_lookup": lambda: features.lookup(model.feature_service, entity_rows),
-        "sqlite_direct": direct_read,
-        "sqlite_select_only": select_only,
-    },
-    args["iterations"],
-)
-
-pyfunc = mlflow.pyfunc.load_model(version_artifacts(settings, version))  # explicit stores, no global URI
-frame = pd.DataFrame(matrix, columns=list(model.features))
-pyfunc_output = np.asarray(pyfunc.predict(frame)).tolist()
-calls = medians_us(
-    {
-        "service_predict": lambda: model.predict(matrix),
-        "raw_predict_proba": lambda: model.estimator.predict_proba(matrix),
-    },
-    args["iterations"],
-)
-calls |= medians_us({"pyfunc_predict": lambda: pyfunc.predict(frame)}, max(50, args["iterations"] // 10))
-
-print(json.dumps({
-    "version": version,
-    "feature_service": model.feature_service,
-    "estimator": type(model.estimator).__name__,
-    "steps": [type(step).__name__ for step in getattr(model.estimator, "named_steps", {}).values()],
-    "columns": list(model.features),
-    "row": [None if math.isnan(v) else v for v in matrix[0].tolist()],
-    "probability": probability,
-    "pyfunc_output": pyfunc_output,
-    "missing_features": missing,
-    "sqlite_disagrees_on": disagree,
-    "iterations": args["iterations"],
-    "model_us": calls,
-    "lookup_us": lookup,
-}))
-"""
-
 _WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[{body}]==]
@@ -221,119 +87,43 @@ end
 
 
 # ----------------------------------------------------------------------------------------------- project
-def project_env(root: Path) -> dict[str, str]:
-    """The project's environment: its venv first on PATH, no inherited MLflow/MLOps/Feast/serving settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "MLOPS_", "FEAST_", "SERVING_")) and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["MLOPS_PROJECT_ROOT"] = str(root)
-    return env
+def bench_env(root: Path) -> dict[str, str]:
+    """The project's environment without any inherited serving setting (each server below sets its own)."""
+    return project_env(root, drop=("SERVING_",))
 
 
 def prepare(target: Path, *, worktree: bool) -> float:
     """Clone HEAD (plus uncommitted tracked changes with ``worktree``) and train it; seconds of `dvc repro`."""
-    subprocess.run(["git", "clone", "-q", str(REPO), str(target)], check=True)
-    if worktree:
-        diff = subprocess.run(
-            ["git", "-C", str(REPO), "diff", "HEAD", "--binary"], check=True, capture_output=True
-        ).stdout
-        if diff:
-            subprocess.run(["git", "-C", str(target), "apply", "--whitespace=nowarn"], input=diff, check=True)
+    clone_head(target, worktree=worktree)
     started = time.perf_counter()
-    result = subprocess.run(["dvc", "repro"], cwd=target, env=project_env(target), capture_output=True, text=True)
+    result = subprocess.run(["dvc", "repro"], cwd=target, env=bench_env(target), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"dvc repro failed in {target}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
-# The per-transaction customer update (docs/serving.md, fresh customer features): the service's scoring call with
-# and without it, same process, same model and store, interleaved blocks. Each call scores one transaction of a
-# different customer (cycling through the data's customers) with its own id and time, as live traffic would.
-_UPDATES = r"""
-import json, statistics, sys, time, warnings
-warnings.filterwarnings("ignore", message="X does not have valid feature names")
-args = json.loads(sys.argv[1])
-
-import datetime as dt
-import pandas as pd
-
-from mlops_recipes.io.models import load_alias
-from mlops_recipes.settings import Settings
-from serving.features import OnlineFeatures
-from serving.metrics import ServiceMetrics
-from serving.schemas import transaction_model
-from serving.scoring import score
-
-settings = Settings()
-contract = settings.contract()
-Transaction = transaction_model(contract)
-model = load_alias(settings, args["alias"])
-metrics = ServiceMetrics.create()
-paths = {"with_update": OnlineFeatures(settings), "without_update": OnlineFeatures(settings, update_customers=False)}
-for features in paths.values():
-    features.warm_up(model.feature_service, contract.placeholder_keys())
-customers = sorted(pd.read_parquet(settings.validated_transactions, columns=["customer_id"])["customer_id"].unique())
-start = dt.datetime.now(dt.UTC)
-counter = {"n": 0}
-
-
-def transaction():
-    counter["n"] += 1
-    n = counter["n"]
-    return Transaction(
-        transaction_id=f"bench-{start.timestamp():.0f}-{n}", customer_id=int(customers[n % len(customers)]),
-        merchant_id=1, amount=25.0, channel="online", event_timestamp=start + dt.timedelta(milliseconds=n),
-    )
-
-
-samples = {name: [] for name in paths}
-for name, features in paths.items():  # warm-up
-    for _ in range(50):
-        score([transaction()], model=model, features=features, contract=contract, metrics=metrics)
-blocks, per_block = 10, max(1, args["iterations"] // 10)
-for _ in range(blocks):
-    for name, features in paths.items():
-        record = samples[name].append
-        for _ in range(per_block):
-            t = transaction()
-            began = time.perf_counter_ns()
-            score([t], model=model, features=features, contract=contract, metrics=metrics)
-            record(time.perf_counter_ns() - began)
-
-
-def summary(values):
-    ordered = sorted(values)
-    return {
-        "mean_us": statistics.fmean(values) / 1e3,
-        "median_us": statistics.median(values) / 1e3,
-        "p99_us": ordered[int(0.99 * (len(ordered) - 1))] / 1e3,
-        "calls": len(values),
-    }
-
-
-print(json.dumps({name: summary(values) for name, values in samples.items()}))
-"""
-
-
-def run_updates(root: Path, iterations: int) -> dict[str, Any]:
-    """The scoring call with and without the customer update, in a child process of the project."""
-    arguments = json.dumps({"alias": ALIAS, "iterations": iterations})
+def in_project(root: Path, command: str, arguments: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Run a command of ``bench/serving_inprocess.py`` with the project's ``serving`` (see that module)."""
     result = subprocess.run(
-        [sys.executable, "-c", _UPDATES, arguments],
+        # -P: not this file's folder first on the path, where bench/serving.py would shadow the package.
+        [sys.executable, "-P", str(INPROCESS), command, json.dumps(arguments)],
         cwd=root,
-        # As the launcher runs the service: OpenMP spin-waits per calling thread would otherwise dominate.
-        env={**project_env(root), "OMP_NUM_THREADS": "1"},
+        env={**env, "PYTHONPATH": str(root)},
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        raise SystemExit(f"update benchmark failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise SystemExit(f"{command} benchmark failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return figures
+
+
+def run_updates(root: Path, iterations: int) -> dict[str, Any]:
+    """The scoring call with and without the customer update, in a child process of the project."""
+    arguments = {"alias": ALIAS, "iterations": iterations}
+    # As the launcher runs the service: OpenMP spin-waits per calling thread would otherwise dominate.
+    return in_project(root, "updates", arguments, {**bench_env(root), "OMP_NUM_THREADS": "1"})
 
 
 def updates_report(figures: dict[str, Any]) -> str:
@@ -360,30 +150,12 @@ def updates_report(figures: dict[str, Any]) -> str:
 
 
 def run_micro(root: Path, transaction: dict[str, Any], iterations: int) -> dict[str, Any]:
-    """The in-process micro-benchmarks, in a child process of the project (see ``_MICRO``)."""
-    arguments = json.dumps({"transaction": transaction, "alias": ALIAS, "iterations": iterations})
-    result = subprocess.run(
-        [sys.executable, "-c", _MICRO, arguments],
-        cwd=root,
-        env=project_env(root),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"micro-benchmarks failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
+    """The in-process micro-benchmarks, in a child process of the project (``serving_inprocess.micro``)."""
+    arguments = {"transaction": transaction, "alias": ALIAS, "iterations": iterations}
+    return in_project(root, "micro", arguments, bench_env(root))
 
 
 # ----------------------------------------------------------------------------------------------- servers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def post(port: int, path: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes] | None:
     """One POST on a fresh connection to 127.0.0.1: (status, body), or None if nothing answers yet."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -689,7 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
             results["repro_s"] = prepare(root, worktree=args.worktree)
-        env = project_env(root)
+        env = bench_env(root)
         # A fixed event time, so that our service and the inline-features baseline score exactly the same row.
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         transaction = {**TRANSACTION, "event_timestamp": now.isoformat()}

@@ -129,7 +129,8 @@ def stream_figures(root: Path, redis_port: int, bodies: list[dict[str, Any]]) ->
     from mlops_recipes.core.stream import read_decision
     from mlops_recipes.monitoring.traffic import publish
 
-    client = redis.Redis(port=redis_port)
+    # Any: redis-py types every sync reply as "Awaitable | Any" (one annotation for both clients).
+    client: Any = redis.Redis(port=redis_port)
     publish(client, "bench:tx", bodies)
     env = {
         **env_for(root),

@@ -49,6 +49,8 @@ COPY feature_repo ./feature_repo
 COPY src ./src
 COPY serving ./serving
 COPY flows ./flows
+# The rollout plan the rollout-plan deployment reads (docs/rollouts.md); the rest of monitoring/ is Prometheus'.
+COPY monitoring/rollout-plan.yaml ./monitoring/rollout-plan.yaml
 COPY incoming/README.md ./incoming/README.md
 COPY docker/entrypoint.sh /usr/local/bin/mlops-entrypoint
 COPY docker/probe.py /usr/local/bin/probe

@@ -10,8 +10,8 @@
 #
 # Pipeline roles (train, worker) run in the workspace, MLOPS_WORKSPACE (a volume): DVC needs its outputs,
 # dvc.lock and cache next to dvc.yaml, and the train job and the worker share them. At every start the
-# pipeline definition, the data contract and the code are copied there from the image (a changed image wins,
-# so the service and the pipeline read the same contract); params.yaml only when
+# pipeline definition, the data contract, the rollout plan and the code are copied there from the image (a
+# changed image wins, so the service and the pipeline read the same contract); params.yaml only when
 # missing: after that it is the workspace's own (replace it with `docker compose cp`). There is no .git in
 # the workspace, so DVC runs with core.no_scm.
 set -eu
@@ -25,7 +25,7 @@ prepare_workspace() {
   mkdir -p "$ws/.dvc" "$ws/incoming"
   exec 9>"$ws/.workspace.lock"
   flock 9
-  (cd /app && find dvc.yaml contract.yaml .dvcignore .dvc/config feature_repo src serving flows incoming -type f) |
+  (cd /app && find dvc.yaml contract.yaml .dvcignore .dvc/config feature_repo src serving flows monitoring incoming -type f) |
     while IFS= read -r file; do
       if ! cmp -s "/app/$file" "$ws/$file" 2>/dev/null; then
         mkdir -p "$(dirname "$ws/$file")"

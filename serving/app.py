@@ -28,6 +28,7 @@ from serving.middleware import ServiceMiddleware
 from serving.model import ModelManager, ModelNotReady
 from serving.monitoring import LiveMonitor, ProcessSampler
 from serving.protocol import ProtocolError
+from serving.rollout import RolloutService
 from serving.routes import feedback, metrics, predict, v2
 from serving.settings import ServingSettings
 
@@ -72,6 +73,7 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
             remembered_scores=serving.remembered_scores,
         ),
         process=ProcessSampler(metrics),
+        rollout=RolloutService(settings=settings, serving=serving, metrics=metrics),
     )
 
 

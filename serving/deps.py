@@ -19,6 +19,7 @@ from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import ModelManager
 from serving.monitoring import LiveMonitor, ProcessSampler
+from serving.rollout import RolloutService
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class ServiceState:
     scoring_slots: asyncio.Semaphore
     monitor: LiveMonitor
     process: ProcessSampler
+    rollout: RolloutService
 
 
 # Dependencies are ``async``: FastAPI runs plain ``def`` ones in the thread pool, a thread hop per request each.

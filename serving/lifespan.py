@@ -56,11 +56,13 @@ def freeze_heap(*, collect: bool) -> None:
 
 
 async def watch_registry(state: ServiceState) -> None:
-    """Poll the registry alias; load, warm up and swap in a new version in the background."""
+    """Poll the registry alias and the rollout record; load, warm up and swap in new versions in the background."""
     while True:
         await asyncio.sleep(state.serving.poll_interval_s)
         try:
-            if await run_in_threadpool(state.models.refresh, warm_up_features(state)):
+            swapped = await run_in_threadpool(state.models.refresh, warm_up_features(state))
+            # The rollout record (serving/rollout.py), read in the same loop: every worker converges on it alike.
+            if await run_in_threadpool(state.rollout.refresh, state.models, warm_up_features(state)) or swapped:
                 freeze_heap(collect=True)
         except Exception:  # the watcher must outlive any single failure
             _log.exception("model watcher iteration failed")
@@ -103,6 +105,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # that the array has no column names.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     await run_in_threadpool(state.models.refresh, warm_up_features(state))
+    await run_in_threadpool(state.rollout.refresh, state.models, warm_up_features(state))
+    state.rollout.start()
     freeze_heap(collect=False)
     tasks = [asyncio.create_task(watch_registry(state)), asyncio.create_task(monitor(state))]
     try:
@@ -113,3 +117,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        state.rollout.stop()

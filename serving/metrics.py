@@ -104,6 +104,7 @@ class ServiceMetrics:
     newest_event: Gauge
     worker_memory: Gauge
     worker_cpu: Counter
+    rollout: RolloutMetrics
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -303,6 +304,7 @@ class ServiceMetrics:
                 "CPU time (user + system) of the service's worker processes.",
                 registry=registry,
             ),
+            rollout=RolloutMetrics.create(registry),
         )
 
     def exposition(self) -> tuple[bytes, str]:
@@ -313,3 +315,101 @@ class ServiceMetrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=self.directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class RolloutMetrics:
+    """Figures of a running rollout (serving/rollout.py), labelled by ``variant`` (champion, candidate).
+
+    Recorded only while a rollout runs: without one, the champion's path does not touch them. The rollout plan's
+    checks (monitoring/rollout-plan.yaml) and the dashboard's rollout row read these.
+    """
+
+    rows: Counter
+    model_latency: Histogram
+    scores: Histogram
+    decisions: Counter
+    shadow_compared: Counter
+    shadow_disagreements: Counter
+    shadow_score_difference: Histogram
+    shadow_dropped: Counter
+    score_psi: Gauge
+    info: Gauge
+    share: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> RolloutMetrics:
+        """Register the rollout metrics on ``registry``."""
+        return cls(
+            rows=Counter(
+                "rollout_scored_rows_total",
+                "Transactions scored during a rollout, by variant and outcome (ok, error). In shadow the candidate's "
+                "rows are those it scored off the response path.",
+                ["variant", "outcome"],
+                registry=registry,
+            ),
+            model_latency=Histogram(
+                "rollout_model_duration_seconds",
+                "Time of one model call during a rollout, by variant. A shadow candidate's calls take the rows of "
+                "the requests queued meanwhile together (off the response path).",
+                ["variant"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            scores=Histogram(
+                "rollout_prediction_score",
+                "Fraud probabilities during a rollout, by variant.",
+                ["variant"],
+                buckets=SCORE_BUCKETS,
+                registry=registry,
+            ),
+            decisions=Counter(
+                "rollout_decisions_total",
+                "Decisions during a rollout, by variant and decision (fraud, legit).",
+                ["variant", "decision"],
+                registry=registry,
+            ),
+            shadow_compared=Counter(
+                "rollout_shadow_compared_total",
+                "Transactions scored by both champion and candidate in shadow mode.",
+                registry=registry,
+            ),
+            shadow_disagreements=Counter(
+                "rollout_shadow_disagreements_total",
+                "Shadow-scored transactions on which the candidate's decision differs from the champion's.",
+                registry=registry,
+            ),
+            shadow_score_difference=Histogram(
+                "rollout_shadow_score_difference",
+                "Absolute difference between candidate and champion fraud probability, per shadow-scored transaction.",
+                buckets=SCORE_BUCKETS,
+                registry=registry,
+            ),
+            shadow_dropped=Counter(
+                "rollout_shadow_dropped_total",
+                "Transactions the candidate did not shadow-score, by reason: queue_full (overload: the champion's "
+                "responses never wait), features (the candidate reads other features than the champion).",
+                ["reason"],
+                registry=registry,
+            ),
+            score_psi=Gauge(
+                "rollout_score_psi",
+                "PSI of the candidate's recent scores against the champion's recent scores (0: same distribution).",
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            info=Gauge(
+                "rollout_info",
+                "The rollout record this worker follows: 1 for the current one, 0 for earlier ones.",
+                ["candidate_version", "mode", "step", "status"],
+                multiprocess_mode="livemax",
+                registry=registry,
+            ),
+            share=Gauge(
+                "rollout_candidate_percent",
+                "Share of requests (shadow) or customers (canary) the candidate scores in each worker (pid label): "
+                "0 without a rollout, and in a worker that has not loaded the candidate yet.",
+                multiprocess_mode="liveall",
+                registry=registry,
+            ),
+        )

@@ -53,8 +53,14 @@ class ModelManager:
         retry_base_s: float = 5.0,
         retry_max_s: float = 300.0,
         max_alias_skew_s: float = 600.0,
+        version_source: Callable[[], str | None] | None = None,
+        primary: bool = True,
         threshold_override: float | None = None,
     ) -> None:
+        # ``version_source`` replaces the alias lookup (a rollout's candidate comes from the rollout record);
+        # only the ``primary`` manager (the champion's) publishes the served-model gauges.
+        self._version_source = version_source
+        self._primary = primary
         self._settings = settings
         self._alias = alias
         self._metrics = metrics
@@ -84,8 +90,16 @@ class ModelManager:
         return model
 
     def resolve_alias(self) -> str | None:
-        """The version behind the alias, or None if there is none."""
+        """The version behind the alias (or the version source), or None if there is none."""
+        if self._version_source is not None:
+            return self._version_source()
         return resolve_alias(self._settings, self._alias)
+
+    def unload(self) -> LoadedModel | None:
+        """Stop serving the current model (a rollout's candidate once the rollout ended); returns it."""
+        with self._swap_lock:
+            model, self._current, self._refused, self._retry = self._current, None, None, None
+            return model
 
     def refresh(self, prepare: Callable[[LoadedModel], None] | None = None) -> bool:
         """Load the alias' version if it differs from the current one. True if a new model was swapped in.
@@ -120,17 +134,19 @@ class ModelManager:
             self._retry = None
             self._current = model  # one reference assignment: requests see the old or the new model, never half
             self._metrics.reloads.labels("success").inc()
-            if current is not None:
-                self._metrics.model_info.labels(current.name, current.version, current.feature_service).set(0)
-            self._metrics.model_info.labels(model.name, model.version, model.feature_service).set(1)
-            publish_model(self._metrics, model)
-            self._publish_skew(version)
+            if self._primary:
+                if current is not None:
+                    self._metrics.model_info.labels(current.name, current.version, current.feature_service).set(0)
+                self._metrics.model_info.labels(model.name, model.version, model.feature_service).set(1)
+                publish_model(self._metrics, model)
+                self._publish_skew(version)
             _log.info(
                 "serving model version",
                 extra={
                     "model_name": model.name,
                     "model_version": model.version,
                     "previous": current and current.version,
+                    "role": "champion" if self._primary else "candidate",
                 },
             )
             return True
@@ -169,6 +185,8 @@ class ModelManager:
 
     def _publish_skew(self, alias_version: str | None, *, reachable: bool = True) -> None:
         """How long the served version has differed from the alias' (0 while they agree), and whether too long."""
+        if not self._primary:
+            return
         now = time.monotonic()
         if reachable:
             current = self._current

@@ -10,6 +10,7 @@ the counters into live precision and recall over any window.
 
 from __future__ import annotations
 
+import copy
 import resource
 import threading
 from collections import OrderedDict
@@ -63,6 +64,17 @@ class LiveMonitor:
         self._scores: OrderedDict[str, Scored] = OrderedDict()
         self._capacity = remembered_scores
         self._lock = threading.Lock()
+        self._drift = True
+
+    def labels_only(self) -> LiveMonitor:
+        """A view that remembers scores for labels here but keeps its rows out of the drift window.
+
+        A canary's candidate scores some customers: its rows must neither reset the champion's window (the window
+        follows one version) nor be compared with the champion's reference. Its labels still count, by version.
+        """
+        view = copy.copy(self)  # shares the score memory and its lock
+        view._drift = False
+        return view
 
     def _window_for(self, model: LoadedModel) -> DriftWindow | None:
         current = self._window
@@ -86,7 +98,7 @@ class LiveMonitor:
         transaction_ids: Sequence[str | None],
     ) -> None:
         """Record scored rows: into the drift window, and by transaction id for labels to come."""
-        window = self._window_for(model)
+        window = self._window_for(model) if self._drift else None
         if window is not None:
             window.add(matrix, probabilities)
         ids = [(tid, is_fraud) for tid, is_fraud in zip(transaction_ids, decisions, strict=True) if tid is not None]

@@ -121,6 +121,9 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     missing_features: list[str] = Field(description="Stored features the online store did not have.")
+    variant: Literal["champion", "candidate"] = Field(
+        default="champion", description="Which model scored it: the candidate only for a canary rollout's customers."
+    )
 
 
 class BatchRequest(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,10 @@ from serving.schemas import Prediction, Transaction
 
 _log = logging.getLogger("serving.scoring")
 
+# Called after the model call with (model, rows, probabilities, decisions, seconds of the call): a rollout's
+# per-variant metrics and its shadow queue (serving/rollout.py). None without a rollout.
+OnScored = Callable[[LoadedModel, np.ndarray, np.ndarray, list[bool], float], None]
+
 
 # The online face of the library's row builder (the dataset stage and batch scoring use its offline face).
 model_matrix = online_matrix
@@ -40,6 +44,7 @@ def score(
     contract: Contract,
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
+    on_scored: OnScored | None = None,
 ) -> list[Prediction]:
     """Score ``transactions`` with ``model`` (deciding at its threshold); count what was missing; feed the monitor."""
     started = time.perf_counter()
@@ -63,6 +68,7 @@ def score(
         metrics=metrics,
         monitor=monitor,
         transaction_ids=[t.transaction_id for t in transactions],
+        on_scored=on_scored,
     )
 
     predictions = []
@@ -177,6 +183,7 @@ def score_rows(
     metrics: ServiceMetrics,
     monitor: LiveMonitor | None = None,
     transaction_ids: Sequence[str | None] | None = None,
+    on_scored: OnScored | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """The model call on assembled rows, with what every scoring route records: latency, scores, decisions, drift.
 
@@ -185,7 +192,8 @@ def score_rows(
     """
     started = time.perf_counter()
     probabilities = model.predict(matrix)
-    metrics.inference_latency.observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.inference_latency.observe(elapsed)
 
     decisions = [bool(p >= model.threshold) for p in probabilities.tolist()]
     if monitor is not None:
@@ -194,4 +202,6 @@ def score_rows(
     for probability, is_fraud in zip(probabilities.tolist(), decisions, strict=True):
         metrics.scores.labels(model.version).observe(probability)
         metrics.predictions.labels(model.version, "fraud" if is_fraud else "legit").inc()
+    if on_scored is not None:
+        on_scored(model, matrix, probabilities, decisions, elapsed)
     return probabilities, decisions

@@ -78,6 +78,15 @@ class ServingSettings(BaseSettings):
     remembered_scores: int = Field(
         default=100_000, ge=0, le=10_000_000, description="Scores kept (by transaction_id) for delayed labels."
     )
+    rollout_shadow_queue: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Transactions waiting for the shadow candidate at most; beyond, they are dropped and counted.",
+    )
+    rollout_score_window: int = Field(
+        default=2000, ge=100, le=1_000_000, description="Recent scores per variant for the rollout's score PSI."
+    )
     log_level: str = "INFO"
     json_logs: bool = True
     metrics_enabled: bool = True

@@ -6,7 +6,6 @@ import fcntl
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from support import project_copy, tools
+from support.project import PROCESS_LOCAL_PREFIXES, REPO_ROOT, project_env
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN_DIR = Path(sys.executable).parent
 # What a project copy needs: the pipeline definition, its params, the feature repo and the code DVC hashes.
 PROJECT_FILES = (
     "dvc.yaml",
@@ -41,18 +39,14 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
-# Variables a test or a library may set in the test process (``import feast`` sets PROMETHEUS_MULTIPROC_DIR; the
-# project's code restores MLflow's URIs itself, see ``io/tracking.fluent``): they must neither leak into the
-# projects' tools nor from one test's project into the next test's in-process Settings().
-_PROCESS_LOCAL_PREFIXES = ("MLFLOW_", "MLOPS_", "FEAST_", "PROMETHEUS_")
-
-
-# The values at session start (normally none): every test starts from them and leaves them as it found them.
-_BASELINE = {k: v for k, v in os.environ.items() if k.startswith(_PROCESS_LOCAL_PREFIXES)}
+# The process-local variables at session start (normally none; ``import feast`` sets PROMETHEUS_MULTIPROC_DIR,
+# the project's code restores MLflow's URIs itself, see ``io/tracking.fluent``): every test starts from them and
+# leaves them as it found them, so that one test's project does not leak into the next test's in-process Settings().
+_BASELINE = {k: v for k, v in os.environ.items() if k.startswith(PROCESS_LOCAL_PREFIXES)}
 
 
 def _reset_process_local_environment() -> None:
-    for key in [k for k in os.environ if k.startswith(_PROCESS_LOCAL_PREFIXES)]:
+    for key in [k for k in os.environ if k.startswith(PROCESS_LOCAL_PREFIXES)]:
         del os.environ[key]
     os.environ.update(_BASELINE)
 
@@ -118,16 +112,6 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
-
-
-def project_env(root: Path) -> dict[str, str]:
-    """Environment for running the project's tools in ``root``: our venv first, no inherited MLflow/Feast set-up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PROCESS_LOCAL_PREFIXES)}
-    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
-    env["MLOPS_PROJECT_ROOT"] = str(root)
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "tests"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
-    return env
 
 
 class Project:

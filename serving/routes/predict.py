@@ -41,19 +41,16 @@ async def scored(
     if errors:
         raise RequestValidationError(errors)
     model = state.models.require()  # read once: the whole request uses one model even if a swap happens now
-    predictions = await in_scoring_slot(
-        state,
-        partial(
-            score,
-            transactions,
-            model=model,
-            features=state.features,
-            contract=state.contract,
-            metrics=state.metrics,
-            monitor=state.monitor,
-        ),
+    scorer = partial(
+        score,
+        features=state.features,
+        contract=state.contract,
+        metrics=state.metrics,
+        monitor=state.monitor,
     )
-    return model, predictions
+    # Without a running rollout this is one call of ``scorer`` with the champion (serving/rollout.py).
+    rollout = partial(state.rollout.score, transactions, champion=model, scorer=scorer, monitor=state.monitor)
+    return model, await in_scoring_slot(state, rollout)
 
 
 async def predict(transaction: Transaction, state: State) -> Prediction:

@@ -131,6 +131,7 @@ class StreamScorer:
             max_alias_skew_s=serving.max_alias_skew_s,
             threshold_override=serving.threshold,
         )
+        # Every contract has the event log now (as in serving/app.py): the setting alone decides.
         self.features = OnlineFeatures(settings, update_customers=serving.update_customer_features)
         self.monitor = LiveMonitor(
             self.metrics,

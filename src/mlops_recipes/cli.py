@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--candidate", help="registry version (default: the challenger)")
     compare.add_argument("--champion", help="registry version (default: the champion)")
     commands.add_parser("stream", help="score the Redis stream of transactions into decisions (docs/streaming.md)")
+    _rollout_parser(commands)
     show = commands.add_parser("params", help="validate and print the parameters")
     show.add_argument("--schema", action="store_true", help="print the JSON Schema of params.yaml instead")
     contract = commands.add_parser("contract", help="the data contract: check it, print its schema, draft one")
@@ -63,6 +66,57 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("path", type=Path, help="your transactions file")
     infer.add_argument("--output", "-o", type=Path, help="write the draft here instead of stdout")
     return parser
+
+
+def _rollout_parser(commands: Any) -> None:
+    rollout = commands.add_parser("rollout", help="shadow or canary a candidate next to the champion; promote or abort")
+    actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start rolling a version out (the service follows within its poll)")
+    start.add_argument("--version", required=True, help="registry version number of the candidate")
+    start.add_argument("--mode", choices=("shadow", "canary"), required=True)
+    start.add_argument("--percent", type=float, default=100.0, help="share of requests (shadow) or customers (canary)")
+    start.add_argument("--force", action="store_true", help="roll out a version the offline gate rejected (recorded)")
+    status = actions.add_parser("status", help="the running (or last) rollout")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    promote = actions.add_parser("promote", help="make the candidate the champion (the old one stays for rollback)")
+    promote.add_argument("--reason", default="promoted by operator")
+    abort = actions.add_parser("abort", help="unload the candidate everywhere; the reason is tagged on the version")
+    abort.add_argument("--reason", required=True)
+
+
+def _rollout(args: argparse.Namespace, settings: Settings) -> int:
+    from mlops_recipes.core.rollout import RolloutError
+    from mlops_recipes.io import rollout, tracking
+
+    client, name = tracking.client(settings), settings.model_name
+    if args.action == "start":
+        if args.mode == "canary" and not 0 < args.percent < 100:
+            raise RolloutError("a canary's --percent must lie strictly between 0 and 100")
+        started = rollout.start(
+            client, name, version=args.version, mode=args.mode, percent=args.percent, force=args.force
+        )
+        _print(asdict(started))
+        return 0
+    if args.action == "promote":
+        previous, promoted = rollout.promote(client, name, reason=args.reason)
+        _print({"champion_before": previous, "champion_after": promoted.version, "rollout": asdict(promoted)})
+        return 0
+    if args.action == "abort":
+        _print(asdict(rollout.abort(client, name, reason=args.reason)))
+        return 0
+    state = rollout.read(client, name)
+    if args.json:
+        _print(None if state is None else asdict(state))
+    elif state is None:
+        print(f"model {name}: no rollout yet")  # noqa: T201 - the CLI's output
+    else:
+        step = f", step {state.step}" if state.step else ""
+        ended = f" at {state.finished_at}: {state.reason}" if not state.running else ""
+        print(  # noqa: T201 - the CLI's output
+            f"model {name}: v{state.version} {state.mode} {state.percent:g}%{step} - {state.status}{ended}"
+            f" (started {state.started_at}{', forced' if state.forced else ''})"
+        )
+    return 0
 
 
 def _print(document: Any) -> None:
@@ -118,10 +172,10 @@ def _card_version(client: MlflowClient, name: str) -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "stream":  # the scorer shell lives with the service (serving.stream), as `make serve`
-        from serving.stream.__main__ import main as stream
-
-        return stream([])
+    if args.command == "stream":
+        # The scorer is a shell (serving.stream, like the service): the library starts it as a program, in this
+        # process' place (same pid, signals and exit status), and never imports it (tests/unit/test_layering.py).
+        os.execv(sys.executable, [sys.executable, "-m", "serving.stream"])  # noqa: S606 (our own interpreter)
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
         return 0
@@ -130,6 +184,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "contract":
         return _contract(args, settings)
+    if args.command == "rollout":
+        return _rollout(args, settings)
     params = load_params(args.params or settings.path(settings.params_file))
     if args.command == "params":
         _print(params.model_dump(mode="json", by_alias=True))

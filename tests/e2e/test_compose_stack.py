@@ -637,3 +637,82 @@ def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stac
     assert len(decisions) == 1, artifacts
     assert "| firing retraining alerts | none |" in decisions[0]
     assert "| retrain run | - |" in decisions[0]
+
+
+_REGISTER_CANDIDATE = """
+from mlflow import MlflowClient
+from mlops_recipes.settings import Settings
+s = Settings()
+c = MlflowClient(tracking_uri=s.resolved_tracking_uri, registry_uri=s.resolved_registry_uri)
+champion = c.get_model_version_by_alias(s.model_name, "champion")
+source = c.get_model_version_download_uri(s.model_name, champion.version)
+print(c.create_model_version(s.model_name, source=source, run_id=champion.run_id, tags=champion.tags).version)
+"""
+
+
+def test_a_short_rollout_plan_promotes_a_candidate_through_the_prefect_worker(stack: Stack) -> None:
+    """The rollout wiring: the worker runs the plan flow against the stack's Prometheus, the service follows the
+    record, the candidate (the champion's model registered again) passes shadow and canary and is promoted.
+
+    The analysis itself (aborting a failing candidate) has its own tests (tests/integration/test_rollouts.py).
+    """
+    prefect = prefect_client(stack)
+    deployment = prefect.get("/deployments/name/rollout/rollout-plan")
+    assert deployment.status_code == 200, f"rollout-plan is not deployed: {deployment.text}"
+    candidate = stack.exec("worker", "python", "-c", _REGISTER_CANDIDATE).strip()
+    # The project's plan with short steps: Prometheus scrapes every 15 s here, so windows of 1 minute.
+    plan = yaml.safe_load((REPO_ROOT / "monitoring/rollout-plan.yaml").read_text())
+    plan["poll_s"] = 15
+    plan["checks"] = [c for c in plan["checks"] if c["name"] in {"candidate_traffic", "candidate_error_ratio"}]
+    for check in plan["checks"]:
+        check["query"] = check["query"].replace("[5m]", "[1m]")
+    checks = [c["name"] for c in plan["checks"]]
+    plan["steps"] = [
+        {"mode": "shadow", "percent": 100, "duration_s": 60, "checks": checks},
+        # One customer's traffic here: it may sit on the champion's side, so no traffic check in the canary.
+        {"mode": "canary", "percent": 50, "duration_s": 45, "checks": ["candidate_error_ratio"]},
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(plan, handle, sort_keys=False)
+    os.chmod(handle.name, 0o644)
+    stack.run(stack.docker, "cp", handle.name, f"{stack.container_id('worker')}:/workspace/rollout-e2e.yaml")
+    os.unlink(handle.name)
+
+    transaction = known_transaction(stack)
+    outcomes: Counter[str] = Counter()
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def score() -> None:
+        with httpx.Client(base_url=stack.url("serving"), timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/predict", json=transaction)
+                except httpx.HTTPError as error:
+                    outcomes[type(error).__name__] += 1
+                    continue
+                outcomes[str(response.status_code)] += 1
+                if response.status_code == 200 and (not versions or versions[-1] != response.json()["model_version"]):
+                    versions.append(response.json()["model_version"])
+                time.sleep(0.05)
+
+    client = threading.Thread(target=score, daemon=True)
+    client.start()
+    started = time.monotonic()
+    try:
+        _, state, logs = run_deployment_to_the_end(
+            prefect,
+            deployment.json()["id"],
+            {"version": candidate, "plan_file": "rollout-e2e.yaml"},
+            what="the rollout plan flow run (Prefect worker)",
+            timeout=420,
+        )
+        assert state["type"] == "COMPLETED", f"rollout ended {state['type']}: {state.get('message')}\n{logs[-4000:]}"
+        stack.figures["short rollout plan (shadow 60 s, canary 45 s)"] = f"{time.monotonic() - started:.0f} s"
+        status = json.loads(stack.exec("worker", "mlops", "rollout", "status", "--json"))
+        assert (status["version"], status["status"]) == (candidate, "promoted"), status
+        wait_for("the service to score with the promoted candidate", lambda: versions[-1:] == [candidate], timeout=90)
+    finally:
+        stop.set()
+        client.join(30)
+    assert set(outcomes) == {"200"}, f"failed requests during the rollout: {dict(outcomes)}"

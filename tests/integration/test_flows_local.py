@@ -53,7 +53,13 @@ def test_local_prefect_stack_runs_a_deployed_flow(trained_project: Any, unused_p
             assert "Completed" in run.stdout
             deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
             paused = {d["name"]: d["paused"] for d in deployments}
-            assert set(paused) == {"materialize-hourly", "batch-score-daily", "retrain-weekly", "monitor-every-15m"}
+            assert set(paused) == {
+                "materialize-hourly",
+                "batch-score-daily",
+                "retrain-weekly",
+                "monitor-every-15m",
+                "rollout-plan",
+            }
             # No Prometheus here: the feedback loop is paused rather than failing every 15 minutes.
             assert paused == {name: name == "monitor-every-15m" for name in paused}
             assert "monitor/monitor-every-15m is paused" in log_path.read_text()

@@ -39,4 +39,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write the records (also after Ctrl-C: the tests run so far)."""
     target = os.environ.get("MLOPS_TEST_TIMES")
     if target:
-        Path(target).write_text(json.dumps(_RECORDS, indent=0))
+        worker = os.environ.get("PYTEST_XDIST_WORKER")  # under pytest-xdist: one file per worker process
+        Path(f"{target}.{worker}" if worker else target).write_text(json.dumps(_RECORDS, indent=0))

@@ -34,3 +34,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def is_stream_query(expr: str) -> bool:
     """Queries of the stream scorer's figures: test_streaming.py checks them against a running scorer."""
     return "stream" in expr
+
+
+def is_rollout_query(expr: str) -> bool:
+    """Queries of the rollout row: they have data only while a rollout runs (test_rollouts.py checks them then)."""
+    return "rollout_" in expr

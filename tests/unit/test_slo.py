@@ -19,7 +19,7 @@ from mlops_recipes.monitoring.slo import (
     parse_config,
     render_rules,
 )
-from serving.metrics import LATENCY_BUCKETS
+from mlops_recipes.observability import LATENCY_BUCKETS
 
 pytestmark = pytest.mark.unit
 

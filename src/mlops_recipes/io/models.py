@@ -156,6 +156,11 @@ def _client(settings: Settings) -> MlflowClient:
     return client(settings)
 
 
+def registry_client(settings: Settings) -> MlflowClient:
+    """The registry client the loader reads versions with (the rollout watcher reads its record with it too)."""
+    return _client(settings)
+
+
 def resolve_alias(settings: Settings, alias: str) -> str | None:
     """The version of ``settings.model_name`` behind ``alias``, or None if there is none."""
     from mlops_recipes.io.registry import alias_version

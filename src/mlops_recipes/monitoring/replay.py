@@ -30,6 +30,7 @@ from mlops_recipes.contract import (
     MERCHANT,
     TRANSACTION_ID,
 )
+from mlops_recipes.observability import PREDICT
 from mlops_recipes.settings import Settings
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def replay(
                 EVENT_TIME: when.isoformat(),
                 ACCOUNT_CREATED: pd.Timestamp(row[ACCOUNT_CREATED]).isoformat(),
             }
-            response = client.post("/predict", json=body)
+            response = client.post(PREDICT, json=body)
             response.raise_for_status()
             answer = response.json()
             served.append(

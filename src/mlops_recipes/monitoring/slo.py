@@ -27,8 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from mlops_recipes.errors import ReportedError
 from mlops_recipes.io.files import read_yaml
+from mlops_recipes.observability import (
+    HTTP_REQUEST_DURATION,
+    HTTP_REQUESTS,
+    JOB,
+    LATENCY_BUCKETS,
+    ROUTE,
+    SERVER_ERROR,
+    STATUS,
+)
 
-JOB = "fraud-serving"
 CONFIG_PATH = Path("monitoring/slo.yaml")
 RULES_PATH = Path("monitoring/prometheus/rules/slo.yml")
 HEADER = (
@@ -161,9 +169,9 @@ class LatencySLO(_SLO):
             if math.isclose(value, boundary, rel_tol=1e-9, abs_tol=0.0):
                 return boundary
         raise ValueError(
-            f"{value:g} s is not a bucket boundary of http_request_duration_seconds "
-            f"(LATENCY_BUCKETS in serving/metrics.py: {', '.join(f'{b:g}' for b in buckets)}); the SLI counts "
-            "the requests of one bucket, so the threshold must be one of them"
+            f"{value:g} s is not a bucket boundary of {HTTP_REQUEST_DURATION} "
+            f"(LATENCY_BUCKETS in mlops_recipes/observability.py: {', '.join(f'{b:g}' for b in buckets)}); the SLI "
+            "counts the requests of one bucket, so the threshold must be one of them"
         )
 
 
@@ -222,11 +230,11 @@ def le_label(boundary: float) -> str:
 
 def _route_matcher(routes: Sequence[str]) -> str:
     if len(routes) == 1:
-        return f'route="{routes[0]}"'
+        return f'{ROUTE}="{routes[0]}"'
     # Regex matchers are anchored; escape what the route pattern allows that is special in RE2, then the
     # backslash itself for the PromQL string.
     escaped = [route.replace(".", r"\.").replace("{", r"\{").replace("}", r"\}") for route in routes]
-    return 'route=~"{}"'.format("|".join(escaped).replace("\\", "\\\\"))
+    return f'{ROUTE}=~"{{}}"'.format("|".join(escaped).replace("\\", "\\\\"))
 
 
 def _error_ratio(slo: AvailabilitySLO | LatencySLO, window: str) -> str:
@@ -234,13 +242,13 @@ def _error_ratio(slo: AvailabilitySLO | LatencySLO, window: str) -> str:
     if isinstance(slo, AvailabilitySLO):
         # `or vector(0)`: no 5xx series yet means a ratio of 0, not "no data".
         return (
-            f'(sum(rate(http_requests_total{{{matcher},status="5xx"}}[{window}])) or vector(0))\n'
-            f"/ clamp_min(sum(rate(http_requests_total{{{matcher}}}[{window}])), 1e-9)\n"
+            f'(sum(rate({HTTP_REQUESTS}{{{matcher},{STATUS}="{SERVER_ERROR}"}}[{window}])) or vector(0))\n'
+            f"/ clamp_min(sum(rate({HTTP_REQUESTS}{{{matcher}}}[{window}])), 1e-9)\n"
         )
     # Slow = all - fast: the same as 1 - fast / all, but 0 rather than 1 when there is no traffic.
-    total = f"sum(rate(http_request_duration_seconds_count{{{matcher}}}[{window}]))"
+    total = f"sum(rate({HTTP_REQUEST_DURATION}_count{{{matcher}}}[{window}]))"
     le = le_label(slo.threshold_seconds)
-    fast = f'sum(rate(http_request_duration_seconds_bucket{{{matcher},le="{le}"}}[{window}]))'
+    fast = f'sum(rate({HTTP_REQUEST_DURATION}_bucket{{{matcher},le="{le}"}}[{window}]))'
     return f"({total}\n - {fast})\n/ clamp_min({total}, 1e-9)\n"
 
 
@@ -354,9 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RULES_PATH, help=f"rules file (default: {RULES_PATH})")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is out of date")
     args = parser.parse_args(argv)
-
-    # The buckets of the histogram the latency SLI reads (the service's and the batch jobs' own, one module).
-    from mlops_recipes.observability import LATENCY_BUCKETS
 
     try:
         config = load_config(args.config, latency_buckets=LATENCY_BUCKETS)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_recipes.contract import AMOUNT, CUSTOMER, EVENT_TIME, LABEL, MERCHANT, TRANSACTION_ID, Contract
+from mlops_recipes.observability import FEEDBACK, PREDICT_BATCH
 from mlops_recipes.params import DriftParams
 from mlops_recipes.settings import Settings
 
@@ -161,7 +162,7 @@ def send(
         started = time.monotonic()
         body = {"transactions": [{k: v for k, v in t.items() if k != LABEL} for t in chunk]}
         try:
-            result = _post(f"{base}/predict/batch", body, api_key=api_key, timeout=timeout)
+            result = _post(f"{base}{PREDICT_BATCH}", body, api_key=api_key, timeout=timeout)
         except (urllib.error.URLError, TimeoutError) as error:
             failed += 1
             print(f"request failed: {error}", file=sys.stderr)  # noqa: T201 - a command-line tool
@@ -176,7 +177,7 @@ def send(
         for chunk in _chunks(scored, batch):
             body = {"labels": [{TRANSACTION_ID: t[TRANSACTION_ID], LABEL: t[LABEL]} for t in chunk]}
             labels_key = feedback_api_key or api_key
-            matched += _post(f"{base}/feedback", body, api_key=labels_key, timeout=timeout)["matched"]
+            matched += _post(f"{base}{FEEDBACK}", body, api_key=labels_key, timeout=timeout)["matched"]
     return TrafficSummary(sent=len(scored), failed_requests=failed, flagged=flagged, labels_matched=matched)
 
 
