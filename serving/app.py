@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from functools import partial
 from typing import Any
 
@@ -19,14 +18,14 @@ from fastapi.responses import JSONResponse
 
 from mlops_recipes.settings import Settings
 from serving import logs
-from serving.deps import ServiceState
+from serving.deps import ScoringParts, ServiceState
 from serving.errors import install_handlers, is_protocol_path, problem
-from serving.features import FeatureStoreUnavailable, OnlineFeatures
+from serving.features import FeatureStoreUnavailable
 from serving.lifespan import lifespan
 from serving.metrics import ServiceMetrics
 from serving.middleware import ServiceMiddleware
-from serving.model import ModelManager, ModelNotReady
-from serving.monitoring import LiveMonitor, ProcessSampler
+from serving.model import ModelNotReady
+from serving.monitoring import ProcessSampler
 from serving.protocol import ProtocolError
 from serving.rollout import RolloutService
 from serving.routes import feedback, metrics, predict, v2
@@ -35,43 +34,19 @@ from serving.settings import ServingSettings
 _log = logging.getLogger("serving.app")
 
 
-def _bound_mlflow_retries(serving: ServingSettings) -> None:
-    """Cap the MLflow client's HTTP retries, unless the environment sets them.
-
-    Start-up and every poll then wait at most about (retries + 1) x timeout + 1 + 2 + ... s for an unreachable
-    tracking server (a refused connection fails at once), not MLflow's ~4 minutes of retries.
-    """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(serving.mlflow_http_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(serving.mlflow_http_timeout_s))
-
-
 def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
     """Everything the routes share in one worker process."""
     metrics = ServiceMetrics.create()
-    contract = settings.contract()
+    parts = ScoringParts.create(settings, serving, metrics)
     return ServiceState(
         settings=settings,
         serving=serving,
         metrics=metrics,
-        models=ModelManager(
-            settings=settings,
-            alias=serving.model_alias,
-            metrics=metrics,
-            retry_base_s=serving.load_retry_base_s,
-            retry_max_s=serving.load_retry_max_s,
-            max_alias_skew_s=serving.max_alias_skew_s,
-            threshold_override=serving.threshold,
-        ),
-        features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
-        contract=contract,
+        models=parts.models,
+        features=parts.features,
+        contract=settings.contract(),
         scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
-        monitor=LiveMonitor(
-            metrics,
-            window_rows=serving.drift_window_rows,
-            min_rows=serving.drift_min_rows,
-            remembered_scores=serving.remembered_scores,
-        ),
+        monitor=parts.monitor,
         process=ProcessSampler(metrics),
         rollout=RolloutService(settings=settings, serving=serving, metrics=metrics),
     )
@@ -93,7 +68,6 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     settings = settings or Settings()
     serving = serving or ServingSettings()
     logs.configure(serving.log_level, json_logs=serving.json_logs)
-    _bound_mlflow_retries(serving)
     state = _state(settings, serving)
     app = FastAPI(
         title="MLOps Recipes fraud scoring",

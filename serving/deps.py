@@ -1,8 +1,13 @@
-"""What every router needs: the per-process service state, the API-key guard, and the bounded scoring call."""
+"""What every router needs: the per-process service state, the API-key guard, and the bounded scoring call.
+
+:class:`ScoringParts` is what scores a transaction in a process (the model manager, the online features, the live
+monitor), built from the settings in one place for both shells that score: the HTTP service and the stream scorer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +28,49 @@ from serving.rollout import RolloutService
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
+
+
+def bound_mlflow_retries(serving: ServingSettings) -> None:
+    """Cap the MLflow client's HTTP retries, unless the environment sets them.
+
+    Start-up and every poll then wait at most about (retries + 1) x timeout + 1 + 2 + ... s for an unreachable
+    tracking server (a refused connection fails at once), not MLflow's ~4 minutes of retries.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(serving.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(serving.mlflow_http_timeout_s))
+
+
+@dataclass
+class ScoringParts:
+    """The champion's model manager, the online features and the live monitor of one scoring process."""
+
+    models: ModelManager
+    features: OnlineFeatures
+    monitor: LiveMonitor
+
+    @classmethod
+    def create(cls, settings: Settings, serving: ServingSettings, metrics: ServiceMetrics) -> ScoringParts:
+        """The parts as ``serving`` configures them (MLflow's HTTP retries bounded first)."""
+        bound_mlflow_retries(serving)
+        return cls(
+            models=ModelManager(
+                settings=settings,
+                alias=serving.model_alias,
+                metrics=metrics,
+                retry_base_s=serving.load_retry_base_s,
+                retry_max_s=serving.load_retry_max_s,
+                max_alias_skew_s=serving.max_alias_skew_s,
+                threshold_override=serving.threshold,
+            ),
+            features=OnlineFeatures(settings, update_customers=serving.update_customer_features),
+            monitor=LiveMonitor(
+                metrics,
+                window_rows=serving.drift_window_rows,
+                min_rows=serving.drift_min_rows,
+                remembered_scores=serving.remembered_scores,
+            ),
+        )
 
 
 @dataclass

@@ -251,7 +251,7 @@ def project_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
 
 
 @pytest.fixture(scope="session")
-def trained_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Project:
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The run's one `dvc repro` on the tiny defaults; tests get copies of it (``trained_copy``), never it.
 
     Under pytest-xdist the workers share it: the first to need it trains it in the run's common temporary folder
@@ -259,7 +259,7 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -
     ``first_repro`` keeps what that run printed (every stage ran) for the tests that check the first run.
     """
     shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":  # xdist: each worker's basetemp is a child of the run's
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist: each worker's basetemp is a child of the run's
         shared = shared.parent
     root = shared / "trained-template"
     printed = shared / "trained-template.first-repro.txt"

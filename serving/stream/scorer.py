@@ -45,11 +45,11 @@ from mlops_recipes.core.stream import (
 )
 from mlops_recipes.settings import Settings
 from serving import logs
-from serving.features import FeatureStoreUnavailable, OnlineFeatures
+from serving.deps import ScoringParts
+from serving.features import FeatureStoreUnavailable
 from serving.lifespan import freeze_heap
 from serving.metrics import ServiceMetrics
-from serving.model import LoadedModel, ModelManager, ModelNotReady
-from serving.monitoring import LiveMonitor
+from serving.model import LoadedModel, ModelNotReady
 from serving.schemas import Prediction, Transaction, transaction_model
 from serving.scoring import score
 from serving.settings import ServingSettings
@@ -122,23 +122,8 @@ class StreamScorer:
         self.contract = settings.contract()
         self.metrics = ServiceMetrics.create()
         self.stream_metrics = StreamMetrics.create(self.metrics.registry)
-        self.models = ModelManager(
-            settings=settings,
-            alias=serving.model_alias,
-            metrics=self.metrics,
-            retry_base_s=serving.load_retry_base_s,
-            retry_max_s=serving.load_retry_max_s,
-            max_alias_skew_s=serving.max_alias_skew_s,
-            threshold_override=serving.threshold,
-        )
-        # Every contract has the event log now (as in serving/app.py): the setting alone decides.
-        self.features = OnlineFeatures(settings, update_customers=serving.update_customer_features)
-        self.monitor = LiveMonitor(
-            self.metrics,
-            window_rows=serving.drift_window_rows,
-            min_rows=serving.drift_min_rows,
-            remembered_scores=serving.remembered_scores,
-        )
+        parts = ScoringParts.create(settings, serving, self.metrics)  # as the service builds them
+        self.models, self.features, self.monitor = parts.models, parts.features, parts.monitor
         self._transaction_model = transaction_model(self.contract)
         password = stream.redis_password.get_secret_value() if stream.redis_password else None
         timeout = stream.block_ms / 1000 + 5.0  # a blocking read must not time out on the client side
