@@ -9,6 +9,20 @@ import logging
 from typing import Any
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# Filled by the scoring routes, written by the middleware into the request's log line: which model versions and
+# variants (champion / a canary's candidate) scored the request. A dict the route mutates, so that it reaches the
+# middleware whatever context the route ran in.
+scored_by: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("scored_by", default=None)
+
+
+def note_scored(versions_and_variants: list[tuple[str, str]]) -> None:
+    """Count ``(model_version, variant)`` pairs for the request's log line (no-op outside a request)."""
+    record = scored_by.get()
+    if record is not None:
+        for version, variant in versions_and_variants:
+            key = f"v{version} {variant}"
+            record[key] = record.get(key, 0) + 1
+
 
 # Attributes every LogRecord has; anything else passed with ``extra=`` goes into the JSON object.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {

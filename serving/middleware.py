@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops_recipes.observability import PROBE_ROUTES, UNMATCHED_ROUTE, status_class
 from serving.errors import is_protocol_path
-from serving.logs import request_id
+from serving.logs import request_id, scored_by
 from serving.metrics import ServiceMetrics
 
 _log = logging.getLogger("serving.access")
@@ -44,6 +44,8 @@ class ServiceMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(_REQUEST_ID_HEADER, b"").decode("latin-1")[:128] or uuid.uuid4().hex
         token = request_id.set(rid)
+        scored: dict[str, int] = {}
+        scored_token = scored_by.set(scored)
         started = time.perf_counter()
         status = 500
         declared = headers.get(b"content-length")
@@ -79,10 +81,11 @@ class ServiceMiddleware:
                 self.metrics.requests.labels(route, method, status_class(status)).inc()
                 self.metrics.request_latency.labels(route, method).observe(elapsed)
             if route not in PROBE_ROUTES or status >= 400:  # probes' successes would drown the log
-                _log.info(
-                    "request",
-                    extra={"method": method, "path": scope["path"], "status": status, "duration_ms": elapsed * 1000},
-                )
+                fields = {"method": method, "path": scope["path"], "status": status, "duration_ms": elapsed * 1000}
+                if scored:  # e.g. {"v3 champion": 1} or, in a canary, {"v4 candidate": 1}
+                    fields["scored_by"] = dict(scored)
+                _log.info("request", extra=fields)
+            scored_by.reset(scored_token)
             request_id.reset(token)
 
 

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 
 from mlops_recipes.contract import EVENT_TIME, Contract
 from mlops_recipes.observability import PREDICT, PREDICT_BATCH
+from serving import logs
 from serving.deps import Authorized, ServiceState, State, in_scoring_slot
 from serving.errors import PROBLEM_RESPONSES, too_many
 from serving.model import LoadedModel
@@ -50,7 +51,9 @@ async def scored(
     )
     # Without a running rollout this is one call of ``scorer`` with the champion (serving/rollout.py).
     rollout = partial(state.rollout.score, transactions, champion=model, scorer=scorer, monitor=state.monitor)
-    return model, await in_scoring_slot(state, rollout)
+    predictions = await in_scoring_slot(state, rollout)
+    logs.note_scored([(p.model_version, p.variant) for p in predictions])  # the request's log line says who scored
+    return model, predictions
 
 
 async def predict(transaction: Transaction, state: State) -> Prediction:

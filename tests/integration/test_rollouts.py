@@ -193,6 +193,14 @@ def test_canary_is_sticky_per_customer_labelled_and_followed_by_both_workers(
     assert metrics.value("feedback_labels_total", model_version=version) > 0
     assert metrics.value("feedback_labels_total", model_version=champion) > 0
     assert metrics.value("feedback_labels_total") == sum(m["matched"] for m in matched)
+    # The request log says who scored each request too: one line per /predict, the batch's line counting both.
+    lines = [json.loads(line) for line in service.logs().splitlines() if line.startswith("{")]
+    scored = [line["scored_by"] for line in lines if line.get("message") == "request" and "scored_by" in line]
+    singles = [by for by in scored if sum(by.values()) == 1]
+    assert {key for by in singles for key in by} == {f"v{version} candidate", f"v{champion} champion"}
+    assert {f"v{version} candidate": 1} in singles
+    batch_line = next(by for by in scored if sum(by.values()) == 64)
+    assert batch_line[f"v{version} candidate"] == sum(expected[c] == "candidate" for c in customers[:64])
 
 
 CLIENTS = 8
