@@ -645,8 +645,10 @@ from mlops_recipes.settings import Settings
 s = Settings()
 c = MlflowClient(tracking_uri=s.resolved_tracking_uri, registry_uri=s.resolved_registry_uri)
 champion = c.get_model_version_by_alias(s.model_name, "champion")
-# The version's own source (models:/m-...): the tracking server refuses an artifact location with a run id.
-print(c.create_model_version(s.model_name, source=champion.source, run_id=champion.run_id, tags=champion.tags).version)
+# The version's own logged model: the tracking server checks that run and model id hold the source.
+print(c.create_model_version(
+    s.model_name, source=champion.source, run_id=champion.run_id, tags=champion.tags, model_id=champion.model_id
+).version)
 """
 
 
