@@ -640,15 +640,17 @@ def test_the_monitor_flow_reads_alerts_from_prometheus_on_the_worker(stack: Stac
 
 
 _REGISTER_CANDIDATE = """
+import mlflow
 from mlflow import MlflowClient
 from mlops_recipes.settings import Settings
 s = Settings()
 c = MlflowClient(tracking_uri=s.resolved_tracking_uri, registry_uri=s.resolved_registry_uri)
 champion = c.get_model_version_by_alias(s.model_name, "champion")
-# The version's own logged model: the tracking server checks that run and model id hold the source.
-print(c.create_model_version(
-    s.model_name, source=champion.source, run_id=champion.run_id, tags=champion.tags, model_id=champion.model_id
-).version)
+# The champion's logged model (models:/m-...) registered again, as the register stage does: the tracking server
+# takes the run and model ids from the logged model itself.
+mlflow.set_tracking_uri(s.resolved_tracking_uri)
+mlflow.set_registry_uri(s.resolved_registry_uri)
+print(mlflow.register_model(champion.source, s.model_name, tags=champion.tags).version)
 """
 
 
@@ -661,7 +663,8 @@ def test_a_short_rollout_plan_promotes_a_candidate_through_the_prefect_worker(st
     prefect = prefect_client(stack)
     deployment = prefect.get("/deployments/name/rollout/rollout-plan")
     assert deployment.status_code == 200, f"rollout-plan is not deployed: {deployment.text}"
-    candidate = stack.exec("worker", "python", "-c", _REGISTER_CANDIDATE).strip()
+    # The version is the last line printed (MLflow may print its own lines before it).
+    candidate = stack.exec("worker", "python", "-c", _REGISTER_CANDIDATE).strip().splitlines()[-1]
     # The project's plan with short steps: Prometheus scrapes every 15 s here, so windows of 1 minute.
     plan = yaml.safe_load((REPO_ROOT / "monitoring/rollout-plan.yaml").read_text())
     plan["poll_s"] = 15
