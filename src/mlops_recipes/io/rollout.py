@@ -1,5 +1,9 @@
 """The rollout record in the model registry: one JSON tag on the registered model, plus the ``candidate`` alias.
 
+The alias points at the latest rollout's version, running or finished (the record's ``status`` says which): it
+is moved at each start and never deleted, because deleting an alias needs the registry's delete permission,
+which the pipeline's writer account does not have (docs/compose.md). Readers go by the record, not the alias.
+
 One tag is written in one call, so every reader (each worker of each replica, polling) sees a whole record,
 never half of one. The record stays after the rollout ends (``status`` promoted or aborted, with the reason)
 until the next rollout starts. Promotion moves ``champion`` through :func:`registry.set_champion`, so the old
@@ -122,7 +126,6 @@ def promote(client: MlflowClient, name: str, *, reason: str) -> tuple[str | None
     """Make the candidate the champion (the old one stays the rollback target). Returns (previous, record)."""
     state = running(client, name)
     previous = registry.set_champion(client, name, state.version, reason=f"rollout: {reason}")
-    client.delete_registered_model_alias(name, CANDIDATE)
     return previous, _write(client, name, state.finished("promoted", reason=reason, at=_now()))
 
 
@@ -134,7 +137,6 @@ def abort(client: MlflowClient, name: str, *, reason: str) -> RolloutState:
     at = _now()
     client.set_model_version_tag(name, state.version, "rollout_aborted_at", at)
     client.set_model_version_tag(name, state.version, "rollout_aborted_reason", reason[:4000])
-    client.delete_registered_model_alias(name, CANDIDATE)
     return _write(client, name, state.finished("aborted", reason=reason, at=at))
 
 
