@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import http.client
+import itertools
 import json
 import math
 import os
@@ -73,7 +74,7 @@ TARGETS = {
 
 _WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[{body}]==]
+{body_lines}
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -84,6 +85,20 @@ done = function(summary, latency, requests)
     latency.max, latency.mean, e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
+
+
+def wrk_script(bodies: tuple[bytes, ...]) -> str:
+    """The wrk Lua script: one fixed body, or the bodies in turn (one request each, round robin)."""
+    if len(bodies) == 1:
+        body_lines = f"wrk.body = [==[{bodies[0].decode()}]==]"
+    else:
+        table = ",\n".join(f"  [==[{body.decode()}]==]" for body in bodies)
+        body_lines = (
+            f"local bodies = {{\n{table}\n}}\nlocal turn = 0\n"
+            "request = function()\n  turn = turn % #bodies + 1\n"
+            "  return wrk.format(nil, nil, nil, bodies[turn])\nend"
+        )
+    return _WRK_SCRIPT.format(body_lines=body_lines)
 
 
 # ----------------------------------------------------------------------------------------------- project
@@ -126,25 +141,31 @@ def run_updates(root: Path, iterations: int) -> dict[str, Any]:
     return in_project(root, "updates", arguments, {**bench_env(root), "OMP_NUM_THREADS": "1"})
 
 
-def updates_report(figures: dict[str, Any]) -> str:
-    """The update's cost per request, throughput drop and p99 ratio, against ``TARGETS``."""
+def updates_report(figures: dict[str, Any], http: dict[str, Any]) -> str:
+    """The update's cost per request (in-process) and the service's throughput drop and p99 ratio (HTTP)."""
     on, off = figures["with_update"], figures["without_update"]
     cost = on["mean_us"] - off["mean_us"]
-    drop = (1 - off["mean_us"] / on["mean_us"]) * 100
-    p99 = on["p99_us"] / off["p99_us"]
+    share = cost / on["mean_us"] * 100
+    served_on, served_off = http["update_on_c8"], http["update_off_c8"]
+    drop = (1 - rps(served_on) / rps(served_off)) * 100
+    p99 = served_on["p99_ms"] / served_off["p99_ms"]
     t = TARGETS
     return "\n".join(
         [
             "| measurement | with the update | without (same run) | target | verdict |",
             "|---|---|---|---|---|",
-            f"| scoring call, 1 transaction (lookup + model + update), mean / median | {on['mean_us']:,.0f} / "
-            f"{on['median_us']:,.0f} µs | {off['mean_us']:,.0f} / {off['median_us']:,.0f} µs | | cost "
-            f"{cost:,.0f} µs per request |",
-            f"| throughput of the scoring call (1 / mean) | {1e6 / on['mean_us']:,.0f} calls/s | "
-            f"{1e6 / off['mean_us']:,.0f} calls/s | drop ≤ {t['update_throughput_drop_pct']:.0f} % | "
+            f"| `/predict` over HTTP, 1 worker, {CONNECTIONS} clients, each request a new transaction of the next of "
+            f"{http['customers']:,} customers (turns A B B A) | {rps(served_on):,.0f} req/s (turns: "
+            f"{turns(served_on)}; server CPU {served_on['extra']['cpu_us_per_request']:,.0f} µs/req) | "
+            f"{rps(served_off):,.0f} req/s (turns: {turns(served_off)}; server CPU "
+            f"{served_off['extra']['cpu_us_per_request']:,.0f} µs/req) | "
+            f"drop ≤ {t['update_throughput_drop_pct']:.0f} % | "
             f"{drop:.1f} % {verdict(drop <= t['update_throughput_drop_pct'])} |",
-            f"| p99 of the scoring call | {on['p99_us']:,.0f} µs | {off['p99_us']:,.0f} µs | "
+            f"| p99 of `/predict` (worst turn) | {served_on['p99_ms']:.1f} ms | {served_off['p99_ms']:.1f} ms | "
             f"≤ {t['update_p99_ratio']}x | {p99:.2f}x {verdict(p99 <= t['update_p99_ratio'])} |",
+            f"| the update's cost: in-process scoring call, 1 transaction (lookup + model [+ update]), mean / median "
+            f"| {on['mean_us']:,.0f} / {on['median_us']:,.0f} µs | {off['mean_us']:,.0f} / {off['median_us']:,.0f} "
+            f"µs | | {cost:,.0f} µs per request ({share:.0f} % of the call without HTTP) |",
         ]
     )
 
@@ -179,6 +200,8 @@ class Server:
     body: bytes
     process: subprocess.Popen[bytes]
     log: Path
+    # Sent in turn by the load runs when given (one request each); ``body`` alone otherwise.
+    bodies: tuple[bytes, ...] = ()
     startup_s: float = math.nan
     first_response: bytes = b""
 
@@ -289,7 +312,7 @@ class LoadGenerator:
         self.pin = ["taskset", "-c", str(self.cpu)] if self.cpu > 0 and shutil.which("taskset") else []
         if self.cpu > 0:
             self.note += f", pinned to CPU {self.cpu}"
-        self._scripts: dict[bytes, Path] = {}
+        self._scripts: dict[tuple[bytes, ...], Path] = {}
         self.runs: list[LoadResult] = []
 
     def other_cpus(self) -> float:
@@ -315,11 +338,12 @@ class LoadGenerator:
         return result
 
     def _wrk(self, server: Server, connections: int, seconds: int) -> LoadResult:
-        script = self._scripts.get(server.body)
+        bodies = server.bodies or (server.body,)
+        script = self._scripts.get(bodies)
         if script is None:
             script = self.workdir / f"post-{len(self._scripts)}.lua"
-            script.write_text(_WRK_SCRIPT.format(body=server.body.decode()))
-            self._scripts[server.body] = script
+            script.write_text(wrk_script(bodies))
+            self._scripts[bodies] = script
         command = [*self.pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
         result = subprocess.run([*command, "-s", str(script), server.url], capture_output=True, text=True, check=False)
         lines = [line for line in result.stdout.splitlines() if line.startswith("WRK_JSON ")]
@@ -339,7 +363,7 @@ class LoadGenerator:
         spec = {
             "port": server.port,
             "path": server.path,
-            "body": server.body.decode(),
+            "bodies": [body.decode() for body in server.bodies or (server.body,)],
             "cpu": self.cpu,
             "connections": connections,
             "seconds": seconds,
@@ -364,11 +388,10 @@ def loadgen_child(spec: dict[str, Any]) -> None:
     """The Python fallback: ``connections`` keep-alive clients POSTing in a loop for ``seconds``."""
     if spec["cpu"] > 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {spec["cpu"]})
-    body = spec["body"].encode()
-    request = (
-        f"POST {spec['path']} HTTP/1.1\r\nHost: 127.0.0.1:{spec['port']}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    head = f"POST {spec['path']} HTTP/1.1\r\nHost: 127.0.0.1:{spec['port']}\r\nContent-Type: application/json\r\n"
+    bodies = [body.encode() for body in spec["bodies"]]
+    requests = [f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body for body in bodies]
+    turns = itertools.cycle(requests)  # shared by the clients: the bodies go out in turn, as from wrk
     latencies: list[int] = []
     errors = 0
 
@@ -378,7 +401,7 @@ def loadgen_child(spec: dict[str, Any]) -> None:
         try:
             while time.perf_counter() < deadline:
                 started = time.perf_counter_ns()
-                writer.write(request)
+                writer.write(next(turns))
                 status = int((await reader.readline()).split()[1])
                 length = 0
                 while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -446,6 +469,75 @@ def interleaved(load: LoadGenerator, a: Server, b: Server, connections: int, sec
     return merged
 
 
+def start_service(
+    name: str,
+    *,
+    root: Path,
+    env: dict[str, str],
+    body: bytes,
+    logs: Path,
+    workers: int = 1,
+    metrics: bool = True,
+    update: bool = False,
+    bodies: tuple[bytes, ...] = (),
+) -> Server:
+    """``python -m serving`` of the project at ``root`` on a free port, timed until ``body`` first scores.
+
+    The read benchmarks repeat one transaction (same customer, same time) with the per-transaction customer
+    update off; the update's benchmark turns it on and sends ``bodies`` (varied customers) in turn.
+    """
+    port = free_port()
+    server = start(
+        name,
+        [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers)],
+        cwd=root,
+        env={
+            **env,
+            "SERVING_METRICS_ENABLED": str(metrics).lower(),
+            "SERVING_UPDATE_CUSTOMER_FEATURES": str(update).lower(),
+        },
+        port=port,
+        path="/predict",
+        body=body,
+        logs=logs,
+    )
+    server.bodies = bodies
+    return server
+
+
+def varied_transactions(root: Path) -> tuple[bytes, ...]:
+    """One `/predict` body per customer of the project's data, without id or time, as live traffic sends them.
+
+    The service then gives each request a fresh transaction id and the arrival time: every request is a new event
+    of its customer (the update's full path: log insert, row computation, Feast write), round robin over the
+    customers so that each one's history grows as slowly as in real traffic.
+    """
+    import pandas as pd
+
+    customers = pd.read_parquet(root / "data" / "validated" / "transactions.parquet", columns=["customer_id"])
+    return tuple(
+        json.dumps({**TRANSACTION, "customer_id": int(c)}).encode() for c in sorted(customers["customer_id"].unique())
+    )
+
+
+def run_update_http(
+    root: Path, load: LoadGenerator, logs: Path, cleanup: contextlib.ExitStack, duration: int, warmup: int
+) -> dict[str, Any]:
+    """`/predict` over HTTP with the customer update on and off: 1 worker, 8 clients, varied customers, A B B A."""
+    env, bodies = bench_env(root), varied_transactions(root)
+    servers = []
+    for name, update in (("ours-1w-update-on", True), ("ours-1w-update-off", False)):
+        server = start_service(name, root=root, env=env, body=bodies[0], logs=logs, update=update, bodies=bodies)
+        cleanup.callback(server.stop)
+        load.run(server, CONNECTIONS, warmup)
+        servers.append(server)
+    on, off = servers
+    runs = interleaved(load, on, off, CONNECTIONS, duration)
+    for server in servers:
+        server.stop()
+    return {"update_on_c8": vars(runs[on.name]), "update_off_c8": vars(runs[off.name]), "customers": len(bodies)}
+
+
 # ----------------------------------------------------------------------------------------------- the run
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration}
@@ -483,22 +575,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["loadavg_before"] = os.getloadavg()
 
         def ours(name: str, *, workers: int = 1, metrics: bool = True) -> Server:
-            port = free_port()
-            server = start(
-                name,
-                [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers)],
-                cwd=root,
-                # The HTTP load repeats one transaction (same customer, same time): a read benchmark. The
-                # per-transaction customer update is measured on varied transactions (run_updates).
-                env={
-                    **env,
-                    "SERVING_METRICS_ENABLED": str(metrics).lower(),
-                    "SERVING_UPDATE_CUSTOMER_FEATURES": "false",
-                },
-                port=port,
-                path="/predict",
-                body=ours_body,
-                logs=work,
+            server = start_service(
+                name, root=root, env=env, body=ours_body, logs=work, workers=workers, metrics=metrics
             )
             cleanup.callback(server.stop)
             return server
@@ -572,6 +650,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         worker_runs = interleaved(load, one, two, CONNECTIONS, args.duration)
         two.stop()
         one.stop()
+
+        print("customer update on vs off over HTTP (interleaved, varied customers) ...", file=sys.stderr)
+        results["update_http"] = run_update_http(root, load, work, cleanup, args.duration, args.warmup)
         results["loadavg_after"] = os.getloadavg()
         results["other_cpus_during_load"] = load.other_cpus()
 
@@ -667,7 +748,7 @@ def report(results: dict[str, Any]) -> str:
         f"Both servers scored the same row: ours {same['ours']:.6g}, mlflow {same['mlflow']:.6g}"
         + ("." if same["equal"] else " (**they differ**)."),
     ]
-    return "\n".join(lines + notes) + "\n\n" + updates_report(results["updates"])
+    return "\n".join(lines + notes) + "\n\n" + updates_report(results["updates"], results["update_http"])
 
 
 def main() -> int:
@@ -690,10 +771,15 @@ def main() -> int:
     if args.updates_only:
         if not args.project:
             raise SystemExit("--updates-only needs --project (a trained project folder)")
-        figures = run_updates(args.project.resolve(), args.iterations)
-        print(updates_report(figures))
+        root = args.project.resolve()
+        figures = run_updates(root, args.iterations)
+        with tempfile.TemporaryDirectory(prefix="mlops-bench-updates-") as tmp, contextlib.ExitStack() as cleanup:
+            load = LoadGenerator(args.load_tool, Path(tmp))
+            http = run_update_http(root, load, Path(tmp), cleanup, args.duration, args.warmup)
+        print(updates_report(figures, http))
+        print(f"\nLoad: {load.note}; {args.duration} s per figure after a {args.warmup} s warm-up.")
         if args.json:
-            args.json.write_text(json.dumps(figures, indent=2))
+            args.json.write_text(json.dumps({"in_process": figures, "http": http}, indent=2))
         return 0
     started = time.perf_counter()
     results = run(args)

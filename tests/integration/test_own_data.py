@@ -102,7 +102,7 @@ def test_the_service_takes_the_contract_shape(own_data_project: Any, start_servi
     assert 'customer_feature_updates_total{outcome="duplicate"} 1.0' in metrics
     log = sqlite3.connect(own_data_project.root / "data" / "feast" / "customer_events.db")
     try:
-        logged = log.execute("SELECT customer_key FROM customer_log_events WHERE transaction_id = 'own-1'").fetchall()
+        logged = log.execute("SELECT customer_key FROM customer_log WHERE transaction_id = 'own-1'").fetchall()
     finally:
         log.close()
     assert logged == [(known["customer_id"],)]

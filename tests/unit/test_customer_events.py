@@ -215,4 +215,53 @@ def test_a_log_of_the_integer_key_schema_is_moved_over(tmp_path: Path) -> None:
     with sqlite3.connect(path) as moved:
         tables = {name for (name,) in moved.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     moved.close()
-    assert tables == {"customer_log_events", "customer_log_state"}
+    assert tables == {"customer_log", "customer_log_state"}
+
+
+def test_a_log_of_the_rowid_layout_is_moved_into_the_clustered_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "customer_events.db"
+    with sqlite3.connect(path) as legacy:  # the events table as written before it was WITHOUT ROWID
+        legacy.executescript(
+            """
+            CREATE TABLE customer_log_events (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL,
+                time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id));
+            CREATE TABLE customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
+            """
+        )
+        legacy.execute("INSERT INTO customer_log_events VALUES ('1', 'a', ?, 10.0)", (T0,))
+        legacy.execute("INSERT INTO customer_log_state VALUES ('1', 7.0, ?)", (T0,))
+    legacy.close()
+
+    rows = Rows()
+    SqliteEventLog(path).record(_event("b", 1), account_created_ts=None, write=rows)
+
+    assert rows.last["cust_txn_count_1h"] == 2  # the moved event counts
+    assert rows.last["cust_account_created_ts"] == 7.0
+    with sqlite3.connect(path) as moved:
+        tables = {name for (name,) in moved.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        (layout,) = moved.execute("SELECT sql FROM sqlite_master WHERE name = 'customer_log'").fetchone()
+    moved.close()
+    assert tables == {"customer_log", "customer_log_state"}
+    assert "WITHOUT ROWID" in layout
+
+
+def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEventLog) -> None:
+    import time
+
+    from mlops_recipes.io import customer_events
+
+    rows = Rows()
+    log.record(_event("first", 0), account_created_ts=None, write=rows)
+    before = log.path.stat().st_size  # the database file proper: commits only append to the WAL beside it
+    (pages,) = log._connect().execute("PRAGMA wal_autocheckpoint").fetchone()
+    assert pages == customer_events.REQUEST_PATH_CHECKPOINT_PAGES  # no commit pays a checkpoint at SQLite's 1,000
+
+    for n in range(300):
+        log.record(_event(f"e{n}", n / 60, customer=n % 50), account_created_ts=None, write=rows)
+    # Only a checkpoint copies pages from the WAL into the file: here the checkpointer thread's, within its interval.
+    deadline = time.monotonic() + 10 * customer_events.CHECKPOINT_INTERVAL_S
+    while log.path.stat().st_size <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.path.stat().st_size > before

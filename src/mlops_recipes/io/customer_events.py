@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import math
 import sqlite3
 import threading
@@ -48,6 +49,8 @@ import numpy as np
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
 from mlops_recipes.core.aggregates import customer_row, longest_window_us
 from mlops_recipes.errors import ReportedError
+
+_log = logging.getLogger(__name__)
 
 # A customer's key, as the data contract types it (``ids.customer_id``: int or string).
 CustomerKey = int | str
@@ -102,13 +105,15 @@ def next_row(
     ``history`` maps transaction_id → (time µs, amount); the expired ids are the ones to delete from the log.
     """
     merged = {**history, **{e.transaction_id: (e.time_us, e.amount) for e in new}}
-    times = np.fromiter((t for t, _ in merged.values()), dtype=np.int64, count=len(merged))
-    amounts = np.fromiter((a for _, a in merged.values()), dtype=np.float64, count=len(merged))
-    latest = int(times.max())
+    # Plain Python up to the row: a customer has a few dozen events in the longest window, where NumPy's per-call
+    # cost on tiny arrays would dominate (this runs once per scored transaction).
+    latest = max(t for t, _ in merged.values())
     horizon = latest - longest_window_us()
     expired = [tx for tx, (t, _) in merged.items() if t <= horizon]
-    keep = times > horizon
-    row = customer_row(times[keep], amounts[keep], account_created_ts=account_created_ts)
+    kept = [pair for pair in merged.values() if pair[0] > horizon] if expired else list(merged.values())
+    times = np.fromiter((t for t, _ in kept), dtype=np.int64, count=len(kept))
+    amounts = np.fromiter((a for _, a in kept), dtype=np.float64, count=len(kept))
+    row = customer_row(times, amounts, account_created_ts=account_created_ts)
     stamp = latest if previous_stamp_us is None else max(latest, previous_stamp_us + 1)
     return row, stamp, expired
 
@@ -171,19 +176,24 @@ def _created(stored: float | None, given: float | None) -> float:
 
 
 # Keys are TEXT: integer ids compare equal to their text form, string ids are kept as they are (an INTEGER column
-# would turn "007" into 7, and an INTEGER PRIMARY KEY refuses text). Logs written before string ids (tables
-# customer_events / customer_state with INTEGER keys) are moved into these tables once, on the first connection.
+# would turn "007" into 7, and an INTEGER PRIMARY KEY refuses text). The events table is WITHOUT ROWID, so a
+# customer's events are stored together in primary-key order: the per-transaction read of one customer's history
+# is one range of one B-tree (34 µs against 72 µs for the rowid table and its separate key index, at ~75 events
+# a customer). Earlier layouts are moved into these tables once, on the first connection: integer keys
+# (customer_events / customer_state) and the rowid events table (customer_log_events).
 _TABLES = (
-    "CREATE TABLE IF NOT EXISTS customer_log_events (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL, "
-    "time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id))",
+    "CREATE TABLE IF NOT EXISTS customer_log (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL, "
+    "time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, "
     "stamp_us INTEGER)",
 )
 _LEGACY = {
-    "customer_events": "INSERT OR IGNORE INTO customer_log_events "
+    "customer_events": "INSERT OR IGNORE INTO customer_log "
     "SELECT CAST(customer_id AS TEXT), transaction_id, time_us, amount FROM customer_events",
     "customer_state": "INSERT OR IGNORE INTO customer_log_state "
     "SELECT CAST(customer_id AS TEXT), account_created_ts, stamp_us FROM customer_state",
+    "customer_log_events": "INSERT OR IGNORE INTO customer_log "
+    "SELECT customer_key, transaction_id, time_us, amount FROM customer_log_events",
 }
 
 
@@ -227,6 +237,7 @@ class SqliteEventLog:
             # commits, a process crash loses nothing). The log is rebuilt from the data by the features stage.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            checkpoint_off_the_request_path(connection, self.path)
             _create_tables(connection)
             self._connection = connection
         return self._connection
@@ -240,16 +251,17 @@ class SqliteEventLog:
         replace_until_us: int | None,
     ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
         cursor = connection.execute(
-            "SELECT transaction_id, time_us, amount FROM customer_log_events WHERE customer_key = ?", (customer,)
+            "SELECT transaction_id, time_us, amount FROM customer_log WHERE customer_key = ?", (customer,)
         )
         history, replaced = _split({tx: (t, a) for tx, t, a in cursor.fetchall()}, replace_until_us)
         new = list({e.transaction_id: e for e in events if e.transaction_id not in history}.values())
         if not new:
             return 0, None
-        connection.executemany(
-            "DELETE FROM customer_log_events WHERE customer_key = ? AND transaction_id = ?",
-            [(customer, tx) for tx in replaced],
-        )
+        if replaced:
+            connection.executemany(
+                "DELETE FROM customer_log WHERE customer_key = ? AND transaction_id = ?",
+                [(customer, tx) for tx in replaced],
+            )
         state = connection.execute(
             "SELECT account_created_ts, stamp_us FROM customer_log_state WHERE customer_key = ?", (customer,)
         ).fetchone()
@@ -258,13 +270,14 @@ class SqliteEventLog:
             history, new, account_created_ts=account_created, previous_stamp_us=state[1] if state else None
         )
         connection.executemany(
-            "INSERT INTO customer_log_events VALUES (?, ?, ?, ?)",
+            "INSERT INTO customer_log VALUES (?, ?, ?, ?)",
             [(customer, e.transaction_id, e.time_us, e.amount) for e in new],
         )
-        connection.executemany(
-            "DELETE FROM customer_log_events WHERE customer_key = ? AND transaction_id = ?",
-            [(customer, tx) for tx in expired],
-        )
+        if expired:
+            connection.executemany(
+                "DELETE FROM customer_log WHERE customer_key = ? AND transaction_id = ?",
+                [(customer, tx) for tx in expired],
+            )
         connection.execute(
             "INSERT INTO customer_log_state VALUES (?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
             "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us",
@@ -329,7 +342,7 @@ class SqliteEventLog:
             try:
                 connection = self._connect()
                 rows = connection.execute(
-                    "SELECT transaction_id, time_us, amount FROM customer_log_events WHERE customer_key = ?",
+                    "SELECT transaction_id, time_us, amount FROM customer_log WHERE customer_key = ?",
                     (customer_id,),
                 ).fetchall()
                 state = connection.execute(
@@ -344,7 +357,7 @@ class SqliteEventLog:
         """Forget every customer's history."""
         with self._lock:
             connection = self._connect()
-            connection.execute("DELETE FROM customer_log_events")
+            connection.execute("DELETE FROM customer_log")
             connection.execute("DELETE FROM customer_log_state")
 
 
@@ -480,6 +493,60 @@ class RedisEventLog:
         keys = list(self._client.scan_iter(match=f"{self._prefix}:*", count=1000))
         if keys:
             self._client.delete(*keys)
+
+
+# Commits on the request path never checkpoint (copy the write-ahead log back into the database file) below this
+# many WAL pages: the checkpointer thread does it every CHECKPOINT_INTERVAL_S instead. Left to SQLite's default
+# (1,000 pages, ~4 MB: every ~200 updates here), the committing request paid a checkpoint of a few milliseconds,
+# the service's p99. The bound stays as a backstop should the thread stop (~400 MB of WAL).
+REQUEST_PATH_CHECKPOINT_PAGES = 100_000
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+class _Checkpointer:
+    """PASSIVE WAL checkpoints of this process' SQLite files, off the request path, on one daemon thread.
+
+    PASSIVE never waits for readers or writers (it copies what it can, the rest next time), and sqlite3 releases
+    the GIL while it runs, so the copy uses the other core instead of a request's time. Started on the first
+    :meth:`watch` (never at import); several processes checkpointing one file is safe (SQLite serialises them).
+    """
+
+    def __init__(self) -> None:
+        self._paths: set[Path] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, path: Path) -> None:
+        with self._lock:
+            self._paths.add(path)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpoint", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        connections: dict[Path, sqlite3.Connection] = {}
+        while True:
+            time.sleep(CHECKPOINT_INTERVAL_S)
+            with self._lock:
+                paths = sorted(self._paths)
+            for path in paths:
+                try:
+                    if path not in connections:
+                        connections[path] = sqlite3.connect(path, timeout=0.1, check_same_thread=False)
+                    connections[path].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as error:  # a file removed or locked: try again next time
+                    _log.debug("WAL checkpoint of %s skipped: %s", path, error)
+                    with contextlib.suppress(sqlite3.Error):
+                        connections.pop(path).close()
+
+
+_CHECKPOINTS = _Checkpointer()
+
+
+def checkpoint_off_the_request_path(connection: sqlite3.Connection, path: Path) -> None:
+    """Make ``connection``'s commits leave WAL checkpoints of ``path`` to the checkpointer thread (see above)."""
+    connection.execute(f"PRAGMA wal_autocheckpoint={REQUEST_PATH_CHECKPOINT_PAGES}")
+    _CHECKPOINTS.watch(path)
 
 
 def _write_ahead_log(online_db: Path) -> None:
