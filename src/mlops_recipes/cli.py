@@ -230,8 +230,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(_format_comparison(result))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "rollback":
-        before, after = registry.rollback(tracking.client(settings), settings.model_name)
-        _print({"champion_before": before, "champion_after": after})
+        from mlops_recipes.stages.register import rollback
+
+        _print(rollback(settings))
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
