@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-# `python bench/monitoring.py` puts bench/ first on the path, where bench/serving.py would shadow the package.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+# `python bench/monitoring.py` puts bench/ first on the path, where bench/serving.py would shadow the package: the
+# repository root takes its place, as the project folder the shells run from (they are not installed).
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [str(_BENCH.parent), *(entry for entry in sys.path if Path(entry or ".").resolve() != _BENCH)]
 
 WINDOW = 2_000  # SERVING_DRIFT_WINDOW_ROWS default
 

@@ -25,11 +25,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     /opt/uv/bin/uv sync --locked --no-dev --no-install-project --no-editable
-# Then the project itself, installed (not editable) into the same environment.
+# Then the library itself, installed (not editable) into the same environment. The wheel holds src/ only: the
+# shells (serving/, flows/) are not installed, the runtime stage copies them into /app and puts /app on the path.
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
-COPY serving ./serving
-COPY flows ./flows
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --locked --no-dev --no-editable
 
@@ -54,7 +53,11 @@ COPY monitoring/rollout-plan.yaml ./monitoring/rollout-plan.yaml
 COPY incoming/README.md ./incoming/README.md
 COPY docker/entrypoint.sh /usr/local/bin/mlops-entrypoint
 COPY docker/probe.py /usr/local/bin/probe
+# PYTHONPATH: the shells (serving, flows) are the application in /app, not packages of the environment; any
+# process imports them from here whatever its working directory (uvicorn's workers, `docker exec ... python -c`).
+# A Prefect flow run puts its working directory, the workspace and its identical copy, first on its own path.
 ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MLOPS_WORKSPACE=/workspace \

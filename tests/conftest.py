@@ -15,7 +15,9 @@ import yaml
 from support import project_copy, tools
 from support.project import PROCESS_LOCAL_PREFIXES, REPO_ROOT, project_env
 
-# What a project copy needs: the pipeline definition, its params, the feature repo and the code DVC hashes.
+# What a project copy needs: the pipeline definition, its params, the feature repo, the code DVC hashes and the
+# shells, which are not installed (the wheel is the library only) and run from the project folder as a user's do:
+# `python -m serving` and Prefect's flow runs import them from their working directory, the copy.
 PROJECT_FILES = (
     "dvc.yaml",
     "params.yaml",
@@ -25,6 +27,7 @@ PROJECT_FILES = (
     "feature_repo",
     "src",
     "incoming",
+    "serving",
     "flows",
     ".dvc/config",
 )

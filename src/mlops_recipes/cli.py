@@ -175,7 +175,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "stream":
         # The scorer is a shell (serving.stream, like the service): the library starts it as a program, in this
         # process' place (same pid, signals and exit status), and never imports it (tests/unit/test_layering.py).
-        os.execv(sys.executable, [sys.executable, "-m", "serving.stream"])  # noqa: S606 (our own interpreter)
+        # Shells are not installed, they live in the project folder: its root goes first on the scorer's path, so
+        # `mlops stream` works from any working directory (MLOPS_PROJECT_ROOT), as `mlops`'s other commands do.
+        path = os.pathsep.join(filter(None, [str(settings.project_root), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        os.execve(sys.executable, [sys.executable, "-m", "serving.stream"], env)  # noqa: S606 (our own interpreter)
     if args.command == "summary":
         print(_format_summary(read_json(settings.path(settings.reports_dir) / "promotion.json")))  # noqa: T201
         return 0
@@ -226,8 +230,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(_format_comparison(result))  # noqa: T201 - the CLI's output
         return 0
     if args.command == "rollback":
-        before, after = registry.rollback(tracking.client(settings), settings.model_name)
-        _print({"champion_before": before, "champion_after": after})
+        from mlops_recipes.stages.register import rollback
+
+        _print(rollback(settings))
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 

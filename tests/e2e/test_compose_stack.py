@@ -273,17 +273,20 @@ def test_images_build_and_are_lean_unprivileged_and_precompiled(stack: Stack) ->
         log(f"built {image} in {stack.figures[f'build {image}']}: {megabytes(size)}")
 
     # Not root, and the environment's bytecode was compiled at build time (each process would recompile
-    # Feast, MLflow & co. on import where it cannot write: PYTHONDONTWRITEBYTECODE is set in the image).
+    # Feast, MLflow & co. on import where it cannot write: PYTHONDONTWRITEBYTECODE is set in the image). The
+    # library is installed; the shells are not (the wheel is the library only) and are found in /app from any
+    # working directory (PYTHONPATH=/app).
     probe = (
-        "id -u; find /app/.venv -name '*.pyc' | wc -l; "
-        "python -c 'import mlops_recipes, serving, flows; print(mlops_recipes.__file__)'"
+        "id -u; find /app/.venv -name '*.pyc' | wc -l; cd / && "
+        "python -c 'import mlops_recipes as m, serving as s, flows as f; print(m.__file__, s.__file__, f.__file__)'"
     )
-    uid, pycs, module = stack.run(
+    uid, pycs, module, shell, flows = stack.run(
         stack.docker, "run", "--rm", "--entrypoint", "sh", APP_IMAGE, "-c", probe
     ).stdout.split()
     assert uid == "10001"
     assert int(pycs) > 10_000, f"only {pycs} .pyc files in the app environment"
-    assert module.startswith("/app/.venv/lib/"), f"the project is not installed into the environment: {module}"
+    assert module.startswith("/app/.venv/lib/"), f"the library is not installed into the environment: {module}"
+    assert (shell, flows) == ("/app/serving/__init__.py", "/app/flows/__init__.py")
 
     locked = {p["name"]: p["version"] for p in tomllib.loads((REPO_ROOT / "uv.lock").read_text())["package"]}
     versions = stack.run(

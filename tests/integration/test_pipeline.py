@@ -181,3 +181,46 @@ def test_forced_promotion_then_rollback_restores_the_previous_champion(project: 
     rolled = json.loads(project.run("mlops", "rollback").stdout)
     assert rolled == {"champion_before": str(newest), "champion_after": champion}
     assert status(project)["champion"]["version"] == champion
+
+
+def test_rollback_to_a_version_that_fails_the_model_contract_is_refused(project: Any) -> None:
+    client = project.mlflow_client()
+    target = status(project)["champion"]["version"]  # the rollback target once newest is champion again
+    newest = str(max(int(v.version) for v in client.search_model_versions("name='fraud-detector'")))
+    project.run("mlops", "promote", "--version", newest, "--force")
+    threshold = client.get_model_version("fraud-detector", target).tags["decision_threshold"]
+    artifacts = Path(client.get_model_version_download_uri("fraud-detector", target).removeprefix("file://"))
+    assert (artifacts / "MLmodel").is_file()
+
+    # No recorded threshold: the version cannot tell at which threshold it decides.
+    client.delete_model_version_tag("fraud-detector", target, "decision_threshold")
+    refused = project.run("mlops", "rollback", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"refusing to roll 'fraud-detector' back from v{newest} to v{target}" in refused.stderr
+    assert "decision_threshold" in refused.stderr
+    assert f"The champion stays v{newest}" in refused.stderr
+    assert status(project)["champion"]["version"] == newest
+    client.set_model_version_tag("fraud-detector", target, "decision_threshold", threshold)
+
+    # Its model files gone: it cannot be loaded at all.
+    moved = artifacts.with_name(artifacts.name + ".moved")
+    artifacts.rename(moved)
+    try:
+        refused = project.run("mlops", "rollback", check=False)
+    finally:
+        moved.rename(artifacts)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"cannot load models:/fraud-detector/{target}" in refused.stderr
+    assert status(project)["champion"]["version"] == newest
+
+    # Whole again, it passes the contract and the rollback goes through.
+    rolled = json.loads(project.run("mlops", "rollback").stdout)
+    assert rolled == {"champion_before": newest, "champion_after": target}
+    assert status(project)["champion"]["version"] == target
+
+    # A champion that moved while the target was being checked is not rolled back blindly.
+    from mlops_recipes.io.registry import RegistryError, rollback
+
+    with pytest.raises(RegistryError, match="changed during the rollback"):
+        rollback(client, "fraud-detector", champion=newest, target=target)
+    assert status(project)["champion"]["version"] == target

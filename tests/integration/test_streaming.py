@@ -41,18 +41,24 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str, details:
 
 
 class Scorer:
-    """``python -m serving.stream`` in a project folder, as a user starts it, with its own /metrics port."""
+    """``python -m serving.stream`` in a project folder, as a user starts it, with its own /metrics port.
 
-    def __init__(self, project: Any, env: dict[str, str], consumer: str) -> None:
+    ``cli_from``: start it as ``mlops stream`` from that folder instead (the project named by MLOPS_PROJECT_ROOT).
+    """
+
+    def __init__(self, project: Any, env: dict[str, str], consumer: str, *, cli_from: Path | None = None) -> None:
         self.consumer = consumer
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = project.root / f"scorer-{consumer}.log"
         self._log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "serving.stream", "--consumer", consumer]
-        command += ["--metrics-port", self.url.rsplit(":", 1)[1]]
+        port = self.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "serving.stream", "--consumer", consumer, "--metrics-port", port]
+        if cli_from is not None:  # `mlops stream` takes no arguments: the same settings from the environment
+            command = [str(Path(sys.executable).parent / "mlops"), "stream"]
+            env = {**env, "STREAM_CONSUMER": consumer, "STREAM_METRICS_PORT": port}
         clean = {k: v for k, v in project.env.items() if not k.upper().startswith("PROMETHEUS_")}
         self.process = subprocess.Popen(
-            command, cwd=project.root, env={**clean, **env}, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=cli_from or project.root, env={**clean, **env}, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def logs(self) -> str:
@@ -369,3 +375,21 @@ def test_sigterm_finishes_and_exits_0(streams: Streams, scorer: Scorer) -> None:
     assert scorer.stop() == 0, scorer.logs()[-3000:]
     assert streams.pending() == 0
     assert "stream scorer stopped" in scorer.logs()
+
+
+def test_mlops_stream_runs_the_projects_scorer_from_any_directory(
+    copies: tuple[Any, Any], redis_server: Any, tmp_path: Path
+) -> None:
+    # The shells are not installed (the wheel is the library only): `mlops stream` finds the project's
+    # serving.stream through MLOPS_PROJECT_ROOT, not through the directory it is started from.
+    own = Streams(redis_server.client())  # streams of its own: the module's group is left as the tests left it
+    scorer = Scorer(copies[0], {**own.env, "STREAM_REDIS_URL": redis_server.url}, "cli", cli_from=tmp_path)
+    try:
+        scorer.wait_ready()
+        body = {"transaction_id": "via-cli", "customer_id": 1, "merchant_id": 1, "amount": 5.0, "channel": "pos"}
+        own.publish([body])
+        decided = lambda: [d["transaction_id"] for d in own.decisions()] == ["via-cli"]  # noqa: E731
+        _wait_for(decided, 30, "its decision", scorer.logs)
+    finally:
+        code = scorer.stop()
+    assert code == 0, scorer.logs()[-3000:]

@@ -97,8 +97,8 @@ def set_champion(client: MlflowClient, name: str, version: str, *, reason: str) 
     return previous
 
 
-def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
-    """Move ``champion`` back to the version it replaced. Returns (from_version, to_version)."""
+def rollback_target(client: MlflowClient, name: str) -> tuple[str, str]:
+    """(champion, the version it replaced): where a rollback would move ``champion``. Moves nothing."""
     current = alias_version(client, name, CHAMPION)
     if current is None:
         raise RegistryError(f"model {name!r} has no champion to roll back")
@@ -106,9 +106,21 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     if not previous:
         raise RegistryError(f"champion v{current.version} of {name!r} has no previous champion to roll back to")
     get_version(client, name, previous)
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, current.version, "rolled_back_at", dt.datetime.now(dt.UTC).isoformat())
     return str(current.version), str(previous)
+
+
+def rollback(client: MlflowClient, name: str, *, champion: str, target: str) -> None:
+    """Move ``champion`` from version ``champion`` back to ``target`` (see :func:`rollback_target`).
+
+    Checking the target first takes a model load (``stages.register.rollback``): if the alias moved meanwhile
+    (a promotion), the rollback is refused rather than undoing a change it never saw.
+    """
+    current = alias_version(client, name, CHAMPION)
+    if current is None or str(current.version) != str(champion):
+        now = "no champion" if current is None else f"champion v{current.version}"
+        raise RegistryError(f"{name!r} changed during the rollback (v{champion} expected, {now}): run it again")
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_model_version_tag(name, champion, "rolled_back_at", dt.datetime.now(dt.UTC).isoformat())
 
 
 def services_in_use(client: MlflowClient, name: str) -> dict[str, list[str]]:

@@ -38,6 +38,10 @@ class GateRejected(ReportedError, RuntimeError):
     """The gate refused the candidate and ``register.fail_on_reject`` is set."""
 
 
+class RollbackRefused(ReportedError, RuntimeError):
+    """The version a rollback would make champion fails the model contract: the champion stays."""
+
+
 def score_version(settings: Settings, version: str, holdout: pd.DataFrame) -> tuple[LoadedModel, np.ndarray]:
     """A registered version loaded through the model contract and its scores on the holdout."""
     model = load_version(settings, version)
@@ -247,3 +251,30 @@ def promote(settings: Settings, params: Params, *, version: str, force: bool) ->
     if not decision.promote:
         raise GateRejected(f"gate rejected v{version}: " + "; ".join(decision.reasons) + " (use --force to override)")
     return {"promoted": version, "champion_before": before, "decision": decision.as_dict()}
+
+
+def rollback(settings: Settings) -> dict[str, str]:
+    """Move ``champion`` back to the version it replaced, once that version passes the model contract.
+
+    The target is loaded through the one door every scorer uses (:func:`load_version`: artifacts, signature,
+    features the contract provides, feature service and threshold tags, drift reference, warm-up), as a promotion
+    loads its candidate. An alias on a version that fails it would leave the service on the old model (it refuses
+    the load) and batch scoring failing, at the moment the operator needs a working champion.
+    """
+    client = tracking.client(settings)
+    name = settings.model_name
+    champion, target = registry.rollback_target(client, name)
+    try:
+        load_version(settings, target)
+    except ModelLoadError as error:
+        hint = (
+            "the registry or the artifact store could not be reached: try again"
+            if error.transient
+            else "promote a working version instead (`mlops promote --version N`)"
+        )
+        raise RollbackRefused(
+            f"refusing to roll {name!r} back from v{champion} to v{target}: {error.args[0]}. "
+            f"The champion stays v{champion}; {hint}"
+        ) from error
+    registry.rollback(client, name, champion=champion, target=target)
+    return {"champion_before": champion, "champion_after": target}
