@@ -19,6 +19,7 @@ Environment: ``MLOPS_E2E_DOCKER`` (client binary), ``MLOPS_E2E_COMPOSE`` (e.g. `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import json
@@ -552,6 +553,54 @@ def test_prometheus_scrapes_the_service_and_mlflow_with_the_rules_loaded(stack: 
     assert {g["name"] for g in rules} == expected
 
 
+def copy_yaml_into(stack: Stack, service: str, data: Any, destination: str) -> None:
+    """Write ``data`` as YAML to ``destination`` inside ``service``'s container (readable by its user)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    os.chmod(handle.name, 0o644)  # docker cp keeps the mode; the container's user must read it
+    try:
+        stack.run(stack.docker, "cp", handle.name, f"{stack.container_id(service)}:{destination}")
+    finally:
+        os.unlink(handle.name)
+
+
+@dataclass
+class ScoringLoop:
+    """A client scoring one transaction in a loop meanwhile: outcomes by status, versions served in order."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    versions: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def scoring_meanwhile(stack: Stack, transaction: dict[str, Any], *, pause_s: float) -> Iterator[ScoringLoop]:
+    """Score ``transaction`` every ``pause_s`` on a thread while the block runs (a zero-downtime check)."""
+    loop, stop = ScoringLoop(), threading.Event()
+
+    def score() -> None:
+        with httpx.Client(base_url=stack.url("serving"), timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/predict", json=transaction)
+                except httpx.HTTPError as error:
+                    loop.outcomes[type(error).__name__] += 1
+                    continue
+                loop.outcomes[str(response.status_code)] += 1
+                if response.status_code == 200:
+                    version = response.json()["model_version"]
+                    if loop.versions[-1:] != [version]:
+                        loop.versions.append(version)
+                time.sleep(pause_s)
+
+    client = threading.Thread(target=score, daemon=True)
+    client.start()
+    try:
+        yield loop
+    finally:
+        stop.set()
+        client.join(30)
+
+
 def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_requests(stack: Stack) -> None:
     prefect = prefect_client(stack)
     deployment = prefect.get("/deployments/name/retrain/retrain-weekly")
@@ -562,36 +611,10 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
     params = yaml.safe_load(stack.exec("worker", "cat", "/workspace/params.yaml"))
     params["train"]["seed"] += 1
     params["register"]["min_improvement"] = -1.0
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(params, handle, sort_keys=False)
-    os.chmod(handle.name, 0o644)  # docker cp keeps the mode; the container's user must read it
-    stack.run(stack.docker, "cp", handle.name, f"{stack.container_id('worker')}:/workspace/params.yaml")
-    os.unlink(handle.name)
+    copy_yaml_into(stack, "worker", params, "/workspace/params.yaml")
 
-    transaction = known_transaction(stack)
-    outcomes: Counter[str] = Counter()
-    versions: list[str] = []
-    stop = threading.Event()
-
-    def score() -> None:
-        with httpx.Client(base_url=stack.url("serving"), timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    response = client.post("/predict", json=transaction)
-                except httpx.HTTPError as error:
-                    outcomes[type(error).__name__] += 1
-                    continue
-                outcomes[str(response.status_code)] += 1
-                if response.status_code == 200:
-                    version = response.json()["model_version"]
-                    if not versions or versions[-1] != version:
-                        versions.append(version)
-                time.sleep(0.02)
-
-    client = threading.Thread(target=score, daemon=True)
-    client.start()
     started = time.monotonic()
-    try:
+    with scoring_meanwhile(stack, known_transaction(stack), pause_s=0.02) as loop:
         _, state, logs = run_deployment_to_the_end(
             prefect, deployment.json()["id"], {"refresh_data": False}, what="the retrain flow run (Prefect worker)"
         )
@@ -608,12 +631,10 @@ def test_retrain_through_the_prefect_worker_swaps_the_champion_without_failed_re
         ).json()["model_version"]["version"]
         assert champion == "2", f"the retrain did not promote a new champion (champion is v{champion})"
         completed = time.monotonic()
-        wait_for("the service to score with v2", lambda: versions and versions[-1] == "2", timeout=90, interval=0.5)
+        wait_for("the service to score with v2", lambda: loop.versions[-1:] == ["2"], timeout=90, interval=0.5)
         stack.figures["champion promoted -> served"] = f"{time.monotonic() - completed:.1f} s"
         time.sleep(3)  # a few more requests on the new model (every worker process has swapped)
-    finally:
-        stop.set()
-        client.join(30)
+    outcomes, versions = loop.outcomes, loop.versions
 
     log(f"requests during the retrain: {dict(outcomes)}; versions served in order: {versions}")
     stack.figures["requests during retrain"] = f"{sum(outcomes.values())} ({dict(outcomes)})"
@@ -680,34 +701,10 @@ def test_a_short_rollout_plan_promotes_a_candidate_through_the_prefect_worker(st
         # One customer's traffic here: it may sit on the champion's side, so no traffic check in the canary.
         {"mode": "canary", "percent": 50, "duration_s": 45, "checks": ["candidate_error_ratio"]},
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(plan, handle, sort_keys=False)
-    os.chmod(handle.name, 0o644)
-    stack.run(stack.docker, "cp", handle.name, f"{stack.container_id('worker')}:/workspace/rollout-e2e.yaml")
-    os.unlink(handle.name)
+    copy_yaml_into(stack, "worker", plan, "/workspace/rollout-e2e.yaml")
 
-    transaction = known_transaction(stack)
-    outcomes: Counter[str] = Counter()
-    versions: list[str] = []
-    stop = threading.Event()
-
-    def score() -> None:
-        with httpx.Client(base_url=stack.url("serving"), timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    response = client.post("/predict", json=transaction)
-                except httpx.HTTPError as error:
-                    outcomes[type(error).__name__] += 1
-                    continue
-                outcomes[str(response.status_code)] += 1
-                if response.status_code == 200 and (not versions or versions[-1] != response.json()["model_version"]):
-                    versions.append(response.json()["model_version"])
-                time.sleep(0.05)
-
-    client = threading.Thread(target=score, daemon=True)
-    client.start()
     started = time.monotonic()
-    try:
+    with scoring_meanwhile(stack, known_transaction(stack), pause_s=0.05) as loop:
         _, state, logs = run_deployment_to_the_end(
             prefect,
             deployment.json()["id"],
@@ -719,8 +716,8 @@ def test_a_short_rollout_plan_promotes_a_candidate_through_the_prefect_worker(st
         stack.figures["short rollout plan (shadow 60 s, canary 45 s)"] = f"{time.monotonic() - started:.0f} s"
         status = json.loads(stack.exec("worker", "mlops", "rollout", "status", "--json"))
         assert (status["version"], status["status"]) == (candidate, "promoted"), status
-        wait_for("the service to score with the promoted candidate", lambda: versions[-1:] == [candidate], timeout=90)
-    finally:
-        stop.set()
-        client.join(30)
+        wait_for(
+            "the service to score with the promoted candidate", lambda: loop.versions[-1:] == [candidate], timeout=90
+        )
+    outcomes = loop.outcomes
     assert set(outcomes) == {"200"}, f"failed requests during the rollout: {dict(outcomes)}"

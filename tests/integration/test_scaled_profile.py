@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent
 MODEL_NAME = "fraud-detector"
 PROJECT = "fraud_detection"  # the Feast project of feature_repo/
+SCALED_REDIS_DB = 1  # the scaled project's logical database on the session's Redis server
 
 
 class PostgresAdmin:
@@ -184,8 +185,9 @@ def scaled_env(
         "FEAST_CONFIG": "feature_store.scaled.yaml",
         # psycopg 3 is the driver Feast installs (and SQLAlchemy 2.1's default); +psycopg2 is not installed.
         "FEAST_REGISTRY_URL": pg.database_url(feast_database, driver="postgresql+psycopg"),
-        # Feast's format: host:port[,key=value...], no redis:// scheme.
-        "FEAST_REDIS_CONNECTION": f"127.0.0.1:{redis_server.port}",
+        # Feast's format: host:port[,key=value...], no redis:// scheme. A logical database of its own: the server is
+        # the session's, shared with other modules (the stream tests' keys live in database 0).
+        "FEAST_REDIS_CONNECTION": f"127.0.0.1:{redis_server.port},db={SCALED_REDIS_DB}",
     }
 
 
@@ -235,7 +237,7 @@ def test_features_are_in_redis_and_the_registry_in_postgres(
 
     # One hash per entity key (Feast suffixes each key with the project), the latest row of every entity; the
     # customer event log's keys (mlops:<project>:customer:...) sit beside them.
-    keys = [k for k in redis_server.client().scan_iter(count=1000) if not k.startswith(b"mlops:")]
+    keys = [k for k in redis_server.client(db=SCALED_REDIS_DB).scan_iter(count=1000) if not k.startswith(b"mlops:")]
     assert len(keys) == customers.nunique() + merchants.nunique()
     assert all(key.endswith(PROJECT.encode()) for key in keys)
     registered = pg.run(
@@ -435,8 +437,9 @@ def test_replayed_scores_equal_the_offline_ones_on_redis(
 def _redis_keys(scaled_env: dict[str, str]) -> list[bytes]:
     import redis
 
-    host, port = scaled_env["FEAST_REDIS_CONNECTION"].split(":")
-    return list(redis.Redis(host=host, port=int(port)).scan_iter(count=1000))
+    address, database = scaled_env["FEAST_REDIS_CONNECTION"].split(",db=")
+    host, port = address.split(":")
+    return list(redis.Redis(host=host, port=int(port), db=int(database)).scan_iter(count=1000))
 
 
 def test_feast_registry_down_is_a_counted_503_and_a_clear_stage_error(

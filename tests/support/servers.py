@@ -170,11 +170,13 @@ class RedisServer(ManagedServer):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def client(self, timeout: float = 5.0) -> Any:
-        """A redis-py client (no retries: a test wants to see a dead server as an error)."""
+    def client(self, timeout: float = 5.0, *, db: int = 0) -> Any:
+        """A redis-py client of logical database ``db`` (no retries: a test wants to see a dead server as an error)."""
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
 
 
 class PostgresServer(ManagedServer):
