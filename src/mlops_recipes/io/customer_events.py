@@ -93,6 +93,20 @@ def _stamp(us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
 
 
+def row_after(
+    times_us: np.ndarray, amounts: np.ndarray, *, account_created_ts: float, previous_stamp_us: int | None
+) -> tuple[dict[str, float], int, int]:
+    """The row after a customer's logged events (any order; older ones are ignored), its stamp and the horizon.
+
+    Events at or before the horizon (the longest window before the latest event) no longer count: the log may
+    delete them.
+    """
+    latest = int(times_us.max())
+    row = customer_row(times_us, amounts, account_created_ts=account_created_ts)
+    stamp = latest if previous_stamp_us is None else max(latest, previous_stamp_us + 1)
+    return row, stamp, latest - longest_window_us()
+
+
 def next_row(
     history: dict[str, tuple[int, float]],
     new: Sequence[CustomerEvent],
@@ -105,17 +119,12 @@ def next_row(
     ``history`` maps transaction_id → (time µs, amount); the expired ids are the ones to delete from the log.
     """
     merged = {**history, **{e.transaction_id: (e.time_us, e.amount) for e in new}}
-    # Plain Python up to the row: a customer has a few dozen events in the longest window, where NumPy's per-call
-    # cost on tiny arrays would dominate (this runs once per scored transaction).
-    latest = max(t for t, _ in merged.values())
-    horizon = latest - longest_window_us()
-    expired = [tx for tx, (t, _) in merged.items() if t <= horizon]
-    kept = [pair for pair in merged.values() if pair[0] > horizon] if expired else list(merged.values())
-    times = np.fromiter((t for t, _ in kept), dtype=np.int64, count=len(kept))
-    amounts = np.fromiter((a for _, a in kept), dtype=np.float64, count=len(kept))
-    row = customer_row(times, amounts, account_created_ts=account_created_ts)
-    stamp = latest if previous_stamp_us is None else max(latest, previous_stamp_us + 1)
-    return row, stamp, expired
+    times = np.fromiter((t for t, _ in merged.values()), dtype=np.int64, count=len(merged))
+    amounts = np.fromiter((a for _, a in merged.values()), dtype=np.float64, count=len(merged))
+    row, stamp, horizon = row_after(
+        times, amounts, account_created_ts=account_created_ts, previous_stamp_us=previous_stamp_us
+    )
+    return row, stamp, [tx for tx, (t, _) in merged.items() if t <= horizon]
 
 
 def _split(
@@ -250,40 +259,41 @@ class SqliteEventLog:
         created: float | None,
         replace_until_us: int | None,
     ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
-        cursor = connection.execute(
-            "SELECT transaction_id, time_us, amount FROM customer_log WHERE customer_key = ?", (customer,)
-        )
-        history, replaced = _split({tx: (t, a) for tx, t, a in cursor.fetchall()}, replace_until_us)
-        new = list({e.transaction_id: e for e in events if e.transaction_id not in history}.values())
-        if not new:
-            return 0, None
-        if replaced:
-            connection.executemany(
-                "DELETE FROM customer_log WHERE customer_key = ? AND transaction_id = ?",
-                [(customer, tx) for tx in replaced],
+        # The duplicate check is the primary key (INSERT OR IGNORE) and the row is computed from the two numeric
+        # columns in C (no Python object per logged event): this runs once per scored transaction.
+        if replace_until_us is not None:  # a rebuild: the batch replaces what the log holds up to its end
+            connection.execute(
+                "DELETE FROM customer_log WHERE customer_key = ? AND time_us <= ?", (customer, replace_until_us)
             )
+        unique = {e.transaction_id: e for e in events}.values()  # one id twice in a batch: the last one
+        changes = connection.total_changes
+        connection.executemany(
+            "INSERT OR IGNORE INTO customer_log VALUES (?, ?, ?, ?)",
+            [(customer, e.transaction_id, e.time_us, e.amount) for e in unique],
+        )
+        counted = connection.total_changes - changes
+        if not counted:  # every id already logged: a client's retry changes nothing
+            return 0, None
+        logged = connection.execute(
+            "SELECT time_us, amount FROM customer_log WHERE customer_key = ?", (customer,)
+        ).fetchall()
+        pairs = np.array(logged, dtype=np.float64)  # exact: microseconds since 1970 stay below 2**53 until 2255
+        times = pairs[:, 0].astype(np.int64)
         state = connection.execute(
             "SELECT account_created_ts, stamp_us FROM customer_log_state WHERE customer_key = ?", (customer,)
         ).fetchone()
         account_created = _created(state[0] if state else None, created)
-        row, stamp_us, expired = next_row(
-            history, new, account_created_ts=account_created, previous_stamp_us=state[1] if state else None
+        row, stamp_us, horizon = row_after(
+            times, pairs[:, 1], account_created_ts=account_created, previous_stamp_us=state[1] if state else None
         )
-        connection.executemany(
-            "INSERT INTO customer_log VALUES (?, ?, ?, ?)",
-            [(customer, e.transaction_id, e.time_us, e.amount) for e in new],
-        )
-        if expired:
-            connection.executemany(
-                "DELETE FROM customer_log WHERE customer_key = ? AND transaction_id = ?",
-                [(customer, tx) for tx in expired],
-            )
+        if int(times.min()) <= horizon:
+            connection.execute("DELETE FROM customer_log WHERE customer_key = ? AND time_us <= ?", (customer, horizon))
         connection.execute(
             "INSERT INTO customer_log_state VALUES (?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
             "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us",
             (customer, None if math.isnan(account_created) else account_created, stamp_us),
         )
-        return len(new), (customer, _stamp(stamp_us), row)
+        return counted, (customer, _stamp(stamp_us), row)
 
     def _transaction(
         self,
