@@ -191,47 +191,39 @@ def test_no_account_date_leaves_the_account_age_unknown(log: SqliteEventLog) -> 
     assert math.isnan(rows.last["cust_account_created_ts"])  # the writer leaves it out of a view without it
 
 
-def test_a_log_of_the_integer_key_schema_is_moved_over(tmp_path: Path) -> None:
+# Logs as earlier versions wrote them: (tables, the event's insert, the state's insert).
+_INTEGER_KEYS = (  # before string ids
+    """
+    CREATE TABLE customer_events (customer_id INTEGER NOT NULL, transaction_id TEXT NOT NULL,
+        time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_id, transaction_id));
+    CREATE TABLE customer_state (customer_id INTEGER PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
+    """,
+    "INSERT INTO customer_events VALUES (1, 'a', ?, 10.0)",
+    "INSERT INTO customer_state VALUES (1, 7.0, ?)",
+)
+_ROWID_EVENTS = (  # before the events table was WITHOUT ROWID
+    """
+    CREATE TABLE customer_log_events (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL,
+        time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id));
+    CREATE TABLE customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
+    """,
+    "INSERT INTO customer_log_events VALUES ('1', 'a', ?, 10.0)",
+    "INSERT INTO customer_log_state VALUES ('1', 7.0, ?)",
+)
+
+
+@pytest.mark.parametrize("legacy_log", [_INTEGER_KEYS, _ROWID_EVENTS], ids=["integer-keys", "rowid-events"])
+def test_a_log_of_an_earlier_layout_is_moved_into_the_clustered_tables(
+    tmp_path: Path, legacy_log: tuple[str, str, str]
+) -> None:
     import sqlite3
 
+    tables_sql, event_sql, state_sql = legacy_log
     path = tmp_path / "customer_events.db"
-    with sqlite3.connect(path) as legacy:  # the tables as written before string ids
-        legacy.executescript(
-            """
-            CREATE TABLE customer_events (customer_id INTEGER NOT NULL, transaction_id TEXT NOT NULL,
-                time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_id, transaction_id));
-            CREATE TABLE customer_state (customer_id INTEGER PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
-            """
-        )
-        legacy.execute("INSERT INTO customer_events VALUES (1, 'a', ?, 10.0)", (T0,))
-        legacy.execute("INSERT INTO customer_state VALUES (1, 7.0, ?)", (T0,))
-    legacy.close()
-
-    rows = Rows()
-    SqliteEventLog(path).record(_event("b", 1), account_created_ts=None, write=rows)
-
-    assert rows.last["cust_txn_count_1h"] == 2  # the legacy event counts
-    assert rows.last["cust_account_created_ts"] == 7.0
-    with sqlite3.connect(path) as moved:
-        tables = {name for (name,) in moved.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    moved.close()
-    assert tables == {"customer_log", "customer_log_state"}
-
-
-def test_a_log_of_the_rowid_layout_is_moved_into_the_clustered_table(tmp_path: Path) -> None:
-    import sqlite3
-
-    path = tmp_path / "customer_events.db"
-    with sqlite3.connect(path) as legacy:  # the events table as written before it was WITHOUT ROWID
-        legacy.executescript(
-            """
-            CREATE TABLE customer_log_events (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL,
-                time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id));
-            CREATE TABLE customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
-            """
-        )
-        legacy.execute("INSERT INTO customer_log_events VALUES ('1', 'a', ?, 10.0)", (T0,))
-        legacy.execute("INSERT INTO customer_log_state VALUES ('1', 7.0, ?)", (T0,))
+    with sqlite3.connect(path) as legacy:
+        legacy.executescript(tables_sql)
+        legacy.execute(event_sql, (T0,))
+        legacy.execute(state_sql, (T0,))
     legacy.close()
 
     rows = Rows()
