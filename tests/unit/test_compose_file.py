@@ -16,7 +16,7 @@ fail.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,9 @@ _POSTGRES_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9]+)?$")
 _URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/\s@]+)@")
 
 
-def url_passwords(value: str) -> list[str]:
-    """The password part of every URL in ``value``, interpolations kept as written: in
-    ``postgresql://${USER:-mlops}:${PASSWORD:?set it in .env}@postgres/db`` it is ``${PASSWORD:?set it in .env}``
-    (the ``:`` inside references and the spaces inside their messages do not split anything)."""
+def mask_interpolations(value: str) -> tuple[str, Callable[[str], str]]:
+    """``value`` with every ``${…}`` reference replaced by a placeholder free of ``:``, ``@`` and spaces, so a URL
+    can be split without cutting a reference, and the function that puts the references back into a part."""
     references: list[str] = []
 
     def mask(match: re.Match[str]) -> str:
@@ -68,7 +67,14 @@ def url_passwords(value: str) -> list[str]:
     def unmask(text: str) -> str:
         return re.sub("\x00(\\d+)\x00", lambda match: references[int(match.group(1))], text)
 
-    masked = _INTERPOLATION.sub(mask, value)
+    return _INTERPOLATION.sub(mask, value), unmask
+
+
+def url_passwords(value: str) -> list[str]:
+    """The password part of every URL in ``value``, interpolations kept as written: in
+    ``postgresql://${USER:-mlops}:${PASSWORD:?set it in .env}@postgres/db`` it is ``${PASSWORD:?set it in .env}``
+    (the ``:`` inside references and the spaces inside their messages do not split anything)."""
+    masked, unmask = mask_interpolations(value)
     return [unmask(userinfo.split(":", 1)[1]) for userinfo in _URL_USERINFO.findall(masked) if ":" in userinfo]
 
 
@@ -243,17 +249,9 @@ def command_line_secret_violations(compose: dict[str, Any]) -> list[str]:
 
 def postgres_urls(value: str) -> list[tuple[str, str]]:
     """(user, password) of every PostgreSQL URL in ``value``, interpolations kept as written."""
-    references: list[str] = []
-
-    def mask(match: re.Match[str]) -> str:
-        references.append(match.group(0))
-        return f"\x00{len(references) - 1}\x00"
-
-    def unmask(text: str) -> str:
-        return re.sub("\x00(\\d+)\x00", lambda match: references[int(match.group(1))], text)
-
+    masked, unmask = mask_interpolations(value)
     found = []
-    for scheme, userinfo in re.findall(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/\s@]+)@", _INTERPOLATION.sub(mask, value)):
+    for scheme, userinfo in re.findall(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/\s@]+)@", masked):
         if _POSTGRES_SCHEME.match(scheme.lower()):
             user, _, password = userinfo.partition(":")
             found.append((unmask(user), unmask(password)))
