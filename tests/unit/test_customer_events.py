@@ -257,3 +257,27 @@ def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEvent
     while log.path.stat().st_size <= before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert log.path.stat().st_size > before
+
+
+def test_the_checkpointer_forgets_a_removed_file_and_never_recreates_it(tmp_path: Path) -> None:
+    import time
+
+    from mlops_recipes.io import customer_events
+
+    project = tmp_path / "removed-project"
+    log = SqliteEventLog(project / "customer_events.db")
+    log.record(_event("a", 0), account_created_ts=None, write=Rows())
+    assert log.path in customer_events._CHECKPOINTS.watched()
+    log._connect().close()
+    for leftover in project.iterdir():  # the project folder goes, as a test's or a rebuilt store's does
+        leftover.unlink()
+    project.rmdir()
+
+    deadline = time.monotonic() + 10 * customer_events.CHECKPOINT_INTERVAL_S
+    while log.path in customer_events._CHECKPOINTS.watched() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.path not in customer_events._CHECKPOINTS.watched()
+    assert not project.exists()  # nothing was created where the file was
+    # The thread lives on for the files still there.
+    SqliteEventLog(tmp_path / "other.db").record(_event("b", 0), account_created_ts=None, write=Rows())
+    assert any(t.name == "sqlite-wal-checkpoint" and t.is_alive() for t in customer_events.threading.enumerate())

@@ -533,21 +533,39 @@ class _Checkpointer:
                 self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpoint", daemon=True)
                 self._thread.start()
 
+    def watched(self) -> set[Path]:
+        """The files checkpointed now (a removed file is forgotten at the next round)."""
+        with self._lock:
+            return set(self._paths)
+
     def _run(self) -> None:
         connections: dict[Path, sqlite3.Connection] = {}
         while True:
             time.sleep(CHECKPOINT_INTERVAL_S)
-            with self._lock:
-                paths = sorted(self._paths)
-            for path in paths:
+            for path in sorted(self.watched()):
+                if not path.exists():  # its project was removed (a test's, a rebuilt store): forget it
+                    with self._lock:
+                        self._paths.discard(path)
+                    _close(connections.pop(path, None))
+                    continue
                 try:
-                    if path not in connections:
-                        connections[path] = sqlite3.connect(path, timeout=0.1, check_same_thread=False)
-                    connections[path].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as error:  # a file removed or locked: try again next time
-                    _log.debug("WAL checkpoint of %s skipped: %s", path, error)
-                    with contextlib.suppress(sqlite3.Error):
-                        connections.pop(path).close()
+                    connection = connections.get(path)
+                    if connection is None:
+                        # mode=rw: never creates a database file where one was removed meanwhile.
+                        connection = sqlite3.connect(
+                            f"{path.as_uri()}?mode=rw", uri=True, timeout=0.1, check_same_thread=False
+                        )
+                        connections[path] = connection
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as error:  # locked, removed, anything: try again next round, never stop
+                    _log.debug("WAL checkpoint of %s skipped: %s: %s", path, type(error).__name__, error)
+                    _close(connections.pop(path, None))
+
+
+def _close(connection: sqlite3.Connection | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
 
 _CHECKPOINTS = _Checkpointer()
