@@ -15,13 +15,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from support.predict_load import PredictLoad
 
 pytestmark = pytest.mark.integration
 
@@ -206,47 +206,16 @@ def test_canary_is_sticky_per_customer_labelled_and_followed_by_both_workers(
 CLIENTS = 8
 
 
-class Load:
-    """CLIENTS threads, each posting its own customer's transactions back to back until stopped."""
-
-    def __init__(self, url: str, customers: list[int]) -> None:
-        self.stop = threading.Event()
-        self.seen: list[list[tuple[int, str]]] = [[] for _ in customers]
-        self.pool = ThreadPoolExecutor(len(customers))
-        self.futures = [self.pool.submit(self._client, url, i, c) for i, c in enumerate(customers)]
-
-    def _client(self, url: str, index: int, customer: int) -> None:
-        with httpx.Client(base_url=url, timeout=10) as http:
-            for n in itertools.count():
-                if self.stop.is_set():
-                    return
-                try:
-                    response = http.post("/predict", json=transaction(customer, n % 50))
-                except httpx.HTTPError as error:
-                    self.seen[index].append((-1, repr(error)))
-                    continue
-                ok = response.status_code == 200
-                self.seen[index].append(
-                    (response.status_code, response.json()["model_version"] if ok else response.text)
-                )
-
-    def all_saw(self, version: str, times: int, clients: range | None = None) -> bool:
-        return all(sum(v == version for _, v in list(self.seen[i])) >= times for i in clients or range(len(self.seen)))
-
-    def finish(self) -> list[list[tuple[int, str]]]:
-        self.stop.set()
-        for future in self.futures:
-            future.result(timeout=60)
-        self.pool.shutdown()
-        return self.seen
-
-
 @pytest.fixture
-def load() -> Iterator[Callable[[str, list[int]], Load]]:
-    started: list[Load] = []
+def load() -> Iterator[Callable[[str, list[int]], PredictLoad]]:
+    """One client per customer, each posting that customer's transactions, stopped at teardown."""
+    started: list[PredictLoad] = []
 
-    def start(url: str, customers: list[int]) -> Load:
-        started.append(Load(url, customers))
+    def start(url: str, customers: list[int]) -> PredictLoad:
+        def body(client: int, n: int) -> dict[str, Any]:
+            return transaction(customers[client], n % 50)
+
+        started.append(PredictLoad(url, body, clients=len(customers)))
         return started[-1]
 
     yield start
@@ -276,10 +245,10 @@ def test_abort_and_promote_under_eight_clients_fail_nothing_and_change_versions_
     on_champion = [c for c in range(1, 301) if assign_variant(c, salt=salt, percent=50) == "champion"][:4]
     wait_for(following(scrape, service, 50), timeout=30, what="the canary", details=service.logs)
     traffic = load(service.url, on_candidate + on_champion)
-    wait_for(lambda: traffic.all_saw(first, 5, range(4)), timeout=30, what="canary traffic on the candidate")
+    wait_for(lambda: traffic.saw(first, 5, range(4)), timeout=30, what="canary traffic on the candidate")
     aborted = operator("abort", "--reason", "operator test")
     assert aborted["status"] == "aborted"
-    wait_for(lambda: traffic.all_saw(champion, 5, range(4)), timeout=30, what="the candidate's customers back")
+    wait_for(lambda: traffic.saw(champion, 5, range(4)), timeout=30, what="the candidate's customers back")
     per_client = traffic.finish()
     assert not [o for seen in per_client for o in seen if o[0] != 200]
     assert [changes(seen) for seen in per_client] == [[(first, champion)]] * 4 + [[]] * 4
@@ -291,10 +260,10 @@ def test_abort_and_promote_under_eight_clients_fail_nothing_and_change_versions_
     operator("start", "--version", second, "--mode", "shadow", "--percent", "50")
     wait_for(following(scrape, service, 50), timeout=30, what="the shadow rollout")
     traffic = load(service.url, on_candidate + on_champion)
-    wait_for(lambda: traffic.all_saw(champion, 5), timeout=30, what="shadow traffic")
+    wait_for(lambda: traffic.saw(champion, 5), timeout=30, what="shadow traffic")
     promoted = operator("promote", "--reason", "operator test")
     assert (promoted["champion_before"], promoted["champion_after"]) == (champion, second)
-    wait_for(lambda: traffic.all_saw(second, 5), timeout=30, what="traffic on the new champion")
+    wait_for(lambda: traffic.saw(second, 5), timeout=30, what="traffic on the new champion")
     per_client = traffic.finish()
     assert not [o for seen in per_client for o in seen if o[0] != 200]
     assert [changes(seen) for seen in per_client] == [[(champion, second)]] * CLIENTS

@@ -9,15 +9,14 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.predict_load import PredictLoad
 
 pytestmark = pytest.mark.integration
 
@@ -57,52 +56,13 @@ def _transaction(client: int, n: int) -> dict[str, Any]:
     return {"customer_id": 1 + (client * 37 + n) % 300, "merchant_id": 1 + n % 40, "amount": 10.0 + n, "channel": "pos"}
 
 
-class Load:
-    """CLIENTS threads posting /predict back to back until stopped.
-
-    ``seen[i]`` is client i's outcomes, (status, model_version or error), in request start order: a client sends
-    one request at a time.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.seen: list[list[tuple[int, str]]] = [[] for _ in range(CLIENTS)]
-        self.pool = ThreadPoolExecutor(CLIENTS)
-        self.futures = [self.pool.submit(self._client, i) for i in range(CLIENTS)]
-
-    def _client(self, index: int) -> None:
-        seen = self.seen[index]
-        with httpx.Client(base_url=self.url, timeout=10) as http:
-            for n in range(MAX_REQUESTS_PER_CLIENT):
-                if self.stop.is_set():
-                    break
-                try:
-                    response = http.post("/predict", json=_transaction(index, n))
-                except httpx.HTTPError as error:
-                    seen.append((-1, repr(error)))
-                    continue
-                ok = response.status_code == 200
-                seen.append((response.status_code, response.json()["model_version"] if ok else response.text))
-
-    def every_client_saw(self, version: str, times: int) -> bool:
-        """Whether each client got ``version`` in at least ``times`` responses so far."""
-        return all(sum(v == version for _, v in list(seen)) >= times for seen in self.seen)
-
-    def finish(self) -> list[list[tuple[int, str]]]:
-        self.stop.set()
-        for future in self.futures:
-            future.result(timeout=60)
-        self.pool.shutdown()
-        return self.seen
-
-
 @pytest.fixture
-def load() -> Iterator[Callable[[str], Load]]:
-    started: list[Load] = []
+def load() -> Iterator[Callable[[str], PredictLoad]]:
+    """CLIENTS clients posting varied transactions (up to MAX_REQUESTS_PER_CLIENT each), stopped at teardown."""
+    started: list[PredictLoad] = []
 
-    def start(url: str) -> Load:
-        started.append(Load(url))
+    def start(url: str) -> PredictLoad:
+        started.append(PredictLoad(url, _transaction, clients=CLIENTS, max_requests=MAX_REQUESTS_PER_CLIENT))
         return started[-1]
 
     yield start
@@ -128,10 +88,10 @@ def test_hot_swap_under_concurrent_load(
     def last_outcomes() -> object:
         return [seen[-3:] for seen in traffic.seen], service.logs()[-3000:]
 
-    _wait_for(lambda: traffic.every_client_saw(str(old.version), 5), 30, "traffic on the old version", last_outcomes)
+    _wait_for(lambda: traffic.saw(str(old.version), 5), 30, "traffic on the old version", last_outcomes)
     new = registry.create_model_version(MODEL, source=_artifacts(registry, old), run_id=old.run_id, tags=old.tags)
     registry.set_registered_model_alias(MODEL, "champion", new.version)
-    _wait_for(lambda: traffic.every_client_saw(str(new.version), 5), 60, "traffic on the new version", last_outcomes)
+    _wait_for(lambda: traffic.saw(str(new.version), 5), 60, "traffic on the new version", last_outcomes)
     per_client = traffic.finish()
 
     failures = [outcome for seen in per_client for outcome in seen if outcome[0] != 200]
