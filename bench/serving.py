@@ -368,8 +368,13 @@ class LoadGenerator:
             "connections": connections,
             "seconds": seconds,
         }
+        # The spec goes through stdin: 2,000 varied bodies exceed the kernel's limit on one argument.
         result = subprocess.run(
-            [sys.executable, __file__, "--loadgen-child", json.dumps(spec)], capture_output=True, text=True, check=False
+            [sys.executable, __file__, "--loadgen-child", "-"],
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise SystemExit(f"load generator failed on {server.name}:\n{result.stderr[-3000:]}")
@@ -766,7 +771,7 @@ def main() -> int:
     parser.add_argument("--loadgen-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen_child:
-        loadgen_child(json.loads(args.loadgen_child))
+        loadgen_child(json.loads(sys.stdin.read()))  # the spec, from stdin (LoadGenerator._python)
         return 0
     if args.updates_only:
         if not args.project:
