@@ -9,7 +9,6 @@ account-creation date, a country and a merchant-category column and two columns 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from mlops_recipes.core.generator import generate_transactions
+from mlops_recipes.io.customer_events import SqliteEventLog
 from mlops_recipes.params import DataParams
 
 pytestmark = pytest.mark.integration
@@ -100,12 +100,8 @@ def test_the_service_takes_the_contract_shape(own_data_project: Any, start_servi
     metrics = httpx.get(service.url + "/metrics", timeout=10).text
     assert 'customer_feature_updates_total{outcome="counted"} 1.0' in metrics
     assert 'customer_feature_updates_total{outcome="duplicate"} 1.0' in metrics
-    log = sqlite3.connect(own_data_project.root / "data" / "feast" / "customer_events.db")
-    try:
-        logged = log.execute("SELECT customer_key FROM customer_log WHERE transaction_id = 'own-1'").fetchall()
-    finally:
-        log.close()
-    assert logged == [(known["customer_id"],)]
+    log = SqliteEventLog(own_data_project.root / "data" / "feast" / "customer_events.db")
+    assert "own-1" in log.history(known["customer_id"])[0]  # under the key as sent, leading zeros and all
 
     refused = httpx.post(service.url + "/predict", json=body | {"channel": "online", "customer_id": 7}, timeout=10)
     assert refused.status_code == 422

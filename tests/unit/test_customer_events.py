@@ -212,8 +212,21 @@ _ROWID_EVENTS = (  # before the events table was WITHOUT ROWID
 )
 
 
-@pytest.mark.parametrize("legacy_log", [_INTEGER_KEYS, _ROWID_EVENTS], ids=["integer-keys", "rowid-events"])
-def test_a_log_of_an_earlier_layout_is_moved_into_the_clustered_tables(
+_EVENT_ROWS = (  # before one row per customer
+    """
+    CREATE TABLE customer_log (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL, time_us INTEGER NOT NULL,
+        amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id)) WITHOUT ROWID;
+    CREATE TABLE customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, stamp_us INTEGER);
+    """,
+    "INSERT INTO customer_log VALUES ('1', 'a', ?, 10.0)",
+    "INSERT INTO customer_log_state VALUES ('1', 7.0, ?)",
+)
+
+
+@pytest.mark.parametrize(
+    "legacy_log", [_INTEGER_KEYS, _ROWID_EVENTS, _EVENT_ROWS], ids=["integer-keys", "rowid-events", "event-rows"]
+)
+def test_a_log_of_an_earlier_layout_is_moved_into_one_row_per_customer(
     tmp_path: Path, legacy_log: tuple[str, str, str]
 ) -> None:
     import sqlite3
@@ -231,12 +244,13 @@ def test_a_log_of_an_earlier_layout_is_moved_into_the_clustered_tables(
 
     assert rows.last["cust_txn_count_1h"] == 2  # the moved event counts
     assert rows.last["cust_account_created_ts"] == 7.0
+    assert rows.written[-1][1] > dt.datetime.fromtimestamp(T0 / 1e6, dt.UTC)  # stamped after the moved stamp
     with sqlite3.connect(path) as moved:
         tables = {name for (name,) in moved.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        (layout,) = moved.execute("SELECT sql FROM sqlite_master WHERE name = 'customer_log'").fetchone()
+        customers = moved.execute("SELECT customer_key, transaction_ids FROM customer_history").fetchall()
     moved.close()
-    assert tables == {"customer_log", "customer_log_state"}
-    assert "WITHOUT ROWID" in layout
+    assert tables == {"customer_history"}
+    assert customers == [("1", '["a", "b"]')]
 
 
 def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEventLog) -> None:

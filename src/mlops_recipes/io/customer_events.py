@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import sqlite3
@@ -184,39 +185,106 @@ def _created(stored: float | None, given: float | None) -> float:
     return math.nan if given is None else given
 
 
+# One row per customer: their events within the longest window as three packed columns (ids as a JSON list, times
+# and amounts as little-endian int64 / float64 arrays), with the account creation time and the last row's stamp.
+# An update is then one read and one write of one row, whatever the history's length: with a row per event it
+# stepped through every logged event of the customer (~75 here), and each step of Python's sqlite3 releases and
+# re-takes the GIL, which the service's event-loop thread is waiting for under load.
 # Keys are TEXT: integer ids compare equal to their text form, string ids are kept as they are (an INTEGER column
-# would turn "007" into 7, and an INTEGER PRIMARY KEY refuses text). The events table is WITHOUT ROWID, so a
-# customer's events are stored together in primary-key order: the per-transaction read of one customer's history
-# is one range of one B-tree (34 µs against 72 µs for the rowid table and its separate key index, at ~75 events
-# a customer). Earlier layouts are moved into these tables once, on the first connection: integer keys
-# (customer_events / customer_state) and the rowid events table (customer_log_events).
-_TABLES = (
-    "CREATE TABLE IF NOT EXISTS customer_log (customer_key TEXT NOT NULL, transaction_id TEXT NOT NULL, "
-    "time_us INTEGER NOT NULL, amount REAL NOT NULL, PRIMARY KEY (customer_key, transaction_id)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS customer_log_state (customer_key TEXT PRIMARY KEY, account_created_ts REAL, "
-    "stamp_us INTEGER)",
+# would turn "007" into 7). Earlier layouts (a row per event) are moved into this table once, on the first
+# connection.
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS customer_history (customer_key TEXT PRIMARY KEY, account_created_ts REAL, "
+    "stamp_us INTEGER, transaction_ids TEXT NOT NULL DEFAULT '[]', times_us BLOB NOT NULL DEFAULT x'', "
+    "amounts BLOB NOT NULL DEFAULT x'')"
 )
-_LEGACY = {
-    "customer_events": "INSERT OR IGNORE INTO customer_log "
-    "SELECT CAST(customer_id AS TEXT), transaction_id, time_us, amount FROM customer_events",
-    "customer_state": "INSERT OR IGNORE INTO customer_log_state "
-    "SELECT CAST(customer_id AS TEXT), account_created_ts, stamp_us FROM customer_state",
-    "customer_log_events": "INSERT OR IGNORE INTO customer_log "
-    "SELECT customer_key, transaction_id, time_us, amount FROM customer_log_events",
+# Earlier layouts: table -> its events as (key, transaction_id, time_us, amount) or its state as (key, created,
+# stamp). Integer keys (customer_events / customer_state), a rowid events table (customer_log_events), a clustered
+# one (customer_log); customer_log_state held the state of the last two.
+_LEGACY_EVENTS = {
+    "customer_events": "SELECT CAST(customer_id AS TEXT), transaction_id, time_us, amount FROM customer_events",
+    "customer_log_events": "SELECT customer_key, transaction_id, time_us, amount FROM customer_log_events",
+    "customer_log": "SELECT customer_key, transaction_id, time_us, amount FROM customer_log",
 }
+_LEGACY_STATE = {
+    "customer_state": "SELECT CAST(customer_id AS TEXT), account_created_ts, stamp_us FROM customer_state",
+    "customer_log_state": "SELECT customer_key, account_created_ts, stamp_us FROM customer_log_state",
+}
+_SELECT = (
+    "SELECT account_created_ts, stamp_us, transaction_ids, times_us, amounts FROM customer_history "
+    "WHERE customer_key = ?"
+)
+_UPSERT = (
+    "INSERT INTO customer_history VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
+    "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us, "
+    "transaction_ids = excluded.transaction_ids, times_us = excluded.times_us, amounts = excluded.amounts"
+)
+
+
+@dataclasses.dataclass
+class _History:
+    """One customer's row of ``customer_history``, unpacked."""
+
+    ids: list[str]
+    times: np.ndarray  # int64 µs
+    amounts: np.ndarray  # float64
+    created: float | None = None
+    stamp_us: int | None = None
+
+    @classmethod
+    def read(cls, connection: sqlite3.Connection, customer: CustomerKey) -> _History:
+        stored = connection.execute(_SELECT, (customer,)).fetchone()
+        if stored is None:
+            return cls([], np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+        created, stamp, ids, times, amounts = stored
+        return cls(
+            json.loads(ids),
+            np.frombuffer(times, dtype=np.int64),
+            np.frombuffer(amounts, dtype=np.float64),
+            created,
+            stamp,
+        )
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.ids = [tx for tx, kept in zip(self.ids, mask.tolist(), strict=True) if kept]
+        self.times, self.amounts = self.times[mask], self.amounts[mask]
+
+    def write(self, connection: sqlite3.Connection, customer: CustomerKey) -> None:
+        created = None if self.created is None or math.isnan(self.created) else self.created
+        packed = (json.dumps(self.ids), self.times.astype("<i8").tobytes(), self.amounts.astype("<f8").tobytes())
+        connection.execute(_UPSERT, (customer, created, self.stamp_us, *packed))
 
 
 def _create_tables(connection: sqlite3.Connection) -> None:
-    """The log's tables, and the move of a legacy log into them, in one write transaction (any process may race)."""
+    """The log's table, and the move of a legacy log into it, in one write transaction (any process may race)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _TABLES:
-            connection.execute(statement)
+        connection.execute(_TABLE)
         existing = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for legacy, move in _LEGACY.items():
-            if legacy in existing:
-                connection.execute(move)
-                connection.execute(f"DROP TABLE {legacy}")
+        events: dict[str, dict[str, tuple[int, float]]] = {}
+        for table, select in _LEGACY_EVENTS.items():
+            if table in existing:
+                for key, tx, t, amount in connection.execute(select):
+                    events.setdefault(key, {})[tx] = (int(t), float(amount))
+        state = {
+            key: (created, stamp)
+            for table, select in _LEGACY_STATE.items()
+            if table in existing
+            for key, created, stamp in connection.execute(select)
+        }
+        for key in events.keys() | state.keys():
+            logged = events.get(key, {})
+            created, stamp = state.get(key, (None, None))
+            history = _History(
+                list(logged),
+                np.array([t for t, _ in logged.values()], dtype=np.int64),
+                np.array([a for _, a in logged.values()], dtype=np.float64),
+                created,
+                stamp,
+            )
+            history.write(connection, key)
+        for table in existing & (_LEGACY_EVENTS.keys() | _LEGACY_STATE.keys()):
+            connection.execute(f"DROP TABLE {table}")
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
@@ -259,41 +327,25 @@ class SqliteEventLog:
         created: float | None,
         replace_until_us: int | None,
     ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
-        # The duplicate check is the primary key (INSERT OR IGNORE) and the row is computed from the two numeric
-        # columns in C (no Python object per logged event): this runs once per scored transaction.
+        # One row read, one row written (see _TABLE); the row is computed from the packed arrays in C.
+        history = _History.read(connection, customer)
         if replace_until_us is not None:  # a rebuild: the batch replaces what the log holds up to its end
-            connection.execute(
-                "DELETE FROM customer_log WHERE customer_key = ? AND time_us <= ?", (customer, replace_until_us)
-            )
-        unique = {e.transaction_id: e for e in events}.values()  # one id twice in a batch: the last one
-        changes = connection.total_changes
-        connection.executemany(
-            "INSERT OR IGNORE INTO customer_log VALUES (?, ?, ?, ?)",
-            [(customer, e.transaction_id, e.time_us, e.amount) for e in unique],
-        )
-        counted = connection.total_changes - changes
-        if not counted:  # every id already logged: a client's retry changes nothing
+            history.keep(history.times > replace_until_us)
+        known = set(history.ids)
+        new = [e for e in {e.transaction_id: e for e in events}.values() if e.transaction_id not in known]
+        if not new:  # every id already logged: a client's retry changes nothing
             return 0, None
-        logged = connection.execute(
-            "SELECT time_us, amount FROM customer_log WHERE customer_key = ?", (customer,)
-        ).fetchall()
-        pairs = np.array(logged, dtype=np.float64)  # exact: microseconds since 1970 stay below 2**53 until 2255
-        times = pairs[:, 0].astype(np.int64)
-        state = connection.execute(
-            "SELECT account_created_ts, stamp_us FROM customer_log_state WHERE customer_key = ?", (customer,)
-        ).fetchone()
-        account_created = _created(state[0] if state else None, created)
-        row, stamp_us, horizon = row_after(
-            times, pairs[:, 1], account_created_ts=account_created, previous_stamp_us=state[1] if state else None
+        history.ids += [e.transaction_id for e in new]
+        history.times = np.concatenate([history.times, np.array([e.time_us for e in new], dtype=np.int64)])
+        history.amounts = np.concatenate([history.amounts, np.array([e.amount for e in new], dtype=np.float64)])
+        history.created = _created(history.created, created)
+        row, history.stamp_us, horizon = row_after(
+            history.times, history.amounts, account_created_ts=history.created, previous_stamp_us=history.stamp_us
         )
-        if int(times.min()) <= horizon:
-            connection.execute("DELETE FROM customer_log WHERE customer_key = ? AND time_us <= ?", (customer, horizon))
-        connection.execute(
-            "INSERT INTO customer_log_state VALUES (?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
-            "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us",
-            (customer, None if math.isnan(account_created) else account_created, stamp_us),
-        )
-        return counted, (customer, _stamp(stamp_us), row)
+        if int(history.times.min()) <= horizon:  # events that can no longer count
+            history.keep(history.times > horizon)
+        history.write(connection, customer)
+        return len(new), (customer, _stamp(history.stamp_us), row)
 
     def _transaction(
         self,
@@ -339,7 +391,7 @@ class SqliteEventLog:
         with self._lock:
             connection = self._connect()
             connection.executemany(
-                "INSERT INTO customer_log_state (customer_key, account_created_ts) VALUES (?, ?) "
+                "INSERT INTO customer_history (customer_key, account_created_ts) VALUES (?, ?) "
                 "ON CONFLICT(customer_key) DO UPDATE SET account_created_ts = excluded.account_created_ts",
                 list(account_created_ts.items()),
             )
@@ -351,24 +403,18 @@ class SqliteEventLog:
         with self._lock:
             try:
                 connection = self._connect()
-                rows = connection.execute(
-                    "SELECT transaction_id, time_us, amount FROM customer_log WHERE customer_key = ?",
-                    (customer_id,),
-                ).fetchall()
-                state = connection.execute(
-                    "SELECT account_created_ts FROM customer_log_state WHERE customer_key = ?", (customer_id,)
-                ).fetchone()
+                history = _History.read(connection, customer_id)
             except sqlite3.Error as error:
                 raise EventLogError(f"customer event log unavailable: {error}") from error
-        created = math.nan if state is None or state[0] is None else float(state[0])
-        return {tx: (t, a) for tx, t, a in rows}, created
+        created = math.nan if history.created is None else float(history.created)
+        events = zip(history.times.tolist(), history.amounts.tolist(), strict=True)
+        return dict(zip(history.ids, events, strict=True)), created
 
     def clear(self) -> None:
         """Forget every customer's history."""
         with self._lock:
             connection = self._connect()
-            connection.execute("DELETE FROM customer_log")
-            connection.execute("DELETE FROM customer_log_state")
+            connection.execute("DELETE FROM customer_history")
 
 
 # Releases the lock only if it still holds this holder's token (a lock that expired may belong to another now).
