@@ -264,3 +264,51 @@ def test_rebuilding_the_store_from_batch_data_never_takes_a_row_back(
     # (Longer windows may gain batch events the store had not seen, if the replay before did not run.)
     assert rebuilt["cust_txn_count_1h"] == pushed["cust_txn_count_1h"]
     assert rebuilt["cust_amount_sum_7d"] >= pushed["cust_amount_sum_7d"] - 1e-9
+
+
+def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores(store: Any) -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.sqlite import _table_id
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from mlops_recipes.core.aggregates import CUSTOMER_FEATURES
+    from mlops_recipes.io.feature_store import OnlineRowWriter
+
+    ours, feasts = (
+        OnlineRowWriter(store, "customer_stats"),
+        OnlineRowWriter(store, "customer_stats", one_statement=False),
+    )
+    assert ours._sqlite is not None  # the embedded profile takes the one-statement path
+    assert feasts._sqlite is None
+    customer = NEW_CUSTOMER + 77
+    config = store.config
+    key = serialize_entity_key(
+        EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=customer)]),
+        entity_key_serialization_version=config.entity_key_serialization_version,
+    )
+    table = _table_id(config.project, store.get_feature_view("customer_stats"))
+    database = config.repo_path / config.online_store.path
+
+    def stored() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(database) as connection:
+            return connection.execute(
+                f'SELECT * FROM "{table}" WHERE entity_key = ? ORDER BY feature_name',  # noqa: S608 - Feast's table
+                (key,),
+            ).fetchall()
+
+    def row(n: int) -> dict[str, float]:
+        return {name: float(n + i) if "count" not in name else n + i for i, name in enumerate(CUSTOMER_FEATURES)}
+
+    first = dt.datetime(2026, 11, 30, 12, 0, 5, 123456, tzinfo=dt.UTC)
+    feasts([(customer, first, row(1))])
+    before = stored()
+    ours([(customer, first + dt.timedelta(minutes=1), row(2))])
+    written_by_us = stored()
+    feasts([(customer, first + dt.timedelta(minutes=1), row(2))])
+
+    assert database.is_file()
+    assert len(written_by_us) == len(before) == len(CUSTOMER_FEATURES)
+    assert written_by_us != before  # the upsert replaced the row
+    assert written_by_us == stored()  # byte for byte: keys, protos, value text, event and created times
+    assert _online_row(store, customer)["cust_txn_count_1h"] == 2 + CUSTOMER_FEATURES.index("cust_txn_count_1h")
