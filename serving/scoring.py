@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, MERCHANT, TRANSACTION_ID, Contract
-from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from mlops_recipes.core.request_features import stored_features
 from mlops_recipes.io.customer_events import CustomerEvent, time_us
 from mlops_recipes.model_inputs import online_matrix
+from mlops_recipes.views import customer_stats as customer_view
+from mlops_recipes.views import entity_features, stored_features
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
@@ -57,7 +57,7 @@ def score(
     if features.update_customers:
         as_of_each_event(stored, events, features=features)
     metrics.feature_lookup_latency.observe(time.perf_counter() - started)
-    matrix = model_matrix(stored, transactions, model.features, contract, now=now)
+    matrix = model_matrix(stored, transactions, model.features, contract, now=now, service=model.feature_service)
     for name, spec in contract.categorical.items():  # only open fields let such values through the API
         unseen = sum(getattr(t, name) not in spec.values for t in transactions)
         if unseen:
@@ -71,15 +71,17 @@ def score(
         on_scored=on_scored,
     )
 
+    # The stored features of the model's service, in order and per entity its views are keyed by.
+    service_features = stored_features(contract, model.feature_service)
+    by_entity = entity_features(contract, model.feature_service)
     predictions = []
     for row, probability in enumerate(probabilities.tolist()):
-        missing = [name for name in stored_features(contract) if stored[name][row] is None]
+        missing = [name for name in service_features if stored[name][row] is None]
         for name in missing:
             metrics.missing_features.labels(name).inc()
-        if all(stored[name][row] is None for name in CUSTOMER_FEATURES if name in stored):
-            metrics.unknown_entities.labels("customer").inc()
-        if all(stored[name][row] is None for name in MERCHANT_FEATURES):
-            metrics.unknown_entities.labels("merchant").inc()
+        for entity, names in by_entity.items():  # unknown: none of its views has a row for the key
+            if all(stored[name][row] is None for name in names):
+                metrics.unknown_entities.labels(entity).inc()
         predictions.append(
             Prediction(
                 transaction_id=transactions[row].transaction_id,
@@ -131,7 +133,7 @@ def as_of_each_event(
         except Exception as error:  # keep the stored row: a score on it beats no score
             _log.warning("customer row before the transaction unavailable: %s: %s", type(error).__name__, error)
             continue
-        for name in CUSTOMER_FEATURES:
+        for name in customer_view.VIEW.names:  # the view customer_row computes
             if name in stored:  # without account dates the service has no account-age feature
                 stored[name][row] = None if before is None else before[name]
 

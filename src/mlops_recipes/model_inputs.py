@@ -50,7 +50,7 @@ def offline_rows(
     joined = feature_store.historical_features(store, entity_df, service)
     joined = joined.assign(**{EVENT_TIME: joined[EVENT_TIME] + offset})
     joined = joined.sort_values(TRANSACTION_ID, kind="stable").reset_index(drop=True)
-    model_inputs = pd.DataFrame(request_features(joined, contract), index=joined.index)
+    model_inputs = pd.DataFrame(request_features(joined, contract, service), index=joined.index)
     return pd.concat([joined[list(ID_COLUMNS)], model_inputs, joined[list(extra_columns)]], axis=1)
 
 
@@ -77,13 +77,15 @@ def online_matrix(
     contract: Contract,
     *,
     now: float,
+    service: str | None = None,
 ) -> np.ndarray:
     """The model's input rows for requests: the online lookup's ``stored`` columns and each request's fields.
 
     A request is any object with the contract's request fields as attributes (the service's ``Transaction``);
-    one without an ``event_timestamp`` happens ``now``. Columns come out in ``features`` order (the signature's).
+    one without an ``event_timestamp`` happens ``now``. ``stored`` holds the features of ``service``, the model's
+    feature service (None: every view's). Columns come out in ``features`` order (the signature's).
     """
-    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in stored_features(contract)}
+    columns: dict[str, Any] = {name: _as_float_column(stored[name]) for name in stored_features(contract, service)}
     columns[AMOUNT] = np.array([getattr(r, AMOUNT) for r in requests], dtype=np.float64)
     for name in contract.categorical:
         columns[name] = np.array([getattr(r, name) for r in requests])
@@ -91,5 +93,5 @@ def online_matrix(
         columns[name] = _as_float_column([getattr(r, name) for r in requests])
     times = [getattr(r, EVENT_TIME) for r in requests]
     columns[EVENT_TIME] = np.array([now if t is None else _epoch(t) for t in times], dtype=np.float64)
-    inputs = request_features(columns, contract)
+    inputs = request_features(columns, contract, service)
     return np.column_stack([inputs[name] for name in features])

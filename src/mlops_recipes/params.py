@@ -85,8 +85,9 @@ class ValidateParams(_Strict):
 class FeatureParams(_Strict):
     """Which feature service is the model's contract, and how merchant fraud rates are smoothed.
 
-    Feature windows are part of the contract itself (``feature_repo/``), not parameters: changing one means
-    a new feature service version.
+    Feature windows are part of the feature views themselves (``src/mlops_recipes/views/``), not parameters:
+    changing one means a new view in a new feature service version. ``service`` must be declared there (the
+    ``since`` of a view); the features and dataset stages check it.
     """
 
     service: str = Field(default="fraud_model_v1", pattern=r"^[A-Za-z0-9_]+$")

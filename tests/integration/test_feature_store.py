@@ -7,6 +7,7 @@ SQLite online store, DuckDB offline store and a file registry, exactly as ``feat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -20,11 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from mlops_recipes.core.request_features import STORED_FEATURES
 from mlops_recipes.settings import Settings
+from mlops_recipes.views.customer_stats import VIEW as CUSTOMER_VIEW
+from mlops_recipes.views.merchant_stats import VIEW as MERCHANT_VIEW
 
 pytestmark = pytest.mark.integration
+
+CUSTOMER_FEATURES = CUSTOMER_VIEW.names
+MERCHANT_FEATURES = MERCHANT_VIEW.names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "fraud_model_v1"
@@ -360,7 +365,9 @@ def test_feature_service_is_exactly_the_stored_features_contract(feast_store: St
     assert {reference.split(":", 1)[0] for reference in references} == {"customer_stats", "merchant_stats"}
 
 
-def test_apply_refuses_to_change_a_feature_service_a_registered_model_uses(feast_store: Store, tmp_path: Path) -> None:
+def test_apply_refuses_to_change_a_feature_service_a_registered_model_uses(
+    feast_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datetime as dt
 
     from mlflow import MlflowClient
@@ -385,11 +392,14 @@ def test_apply_refuses_to_change_a_feature_service_a_registered_model_uses(feast
     # Unchanged definitions apply (and never ask the model registry).
     feature_store.apply_definitions(store, feast_store.definitions, users=lambda: pytest.fail("asked"))
 
-    definitions_file = repo / "features.py"
-    original = definitions_file.read_text()
-    changed = original.replace("ttl=timedelta(days=30)", "ttl=timedelta(days=31)")
-    assert changed != original
-    definitions_file.write_text(changed)
+    # The customer view's file changes its TTL (the spec is read by feature_repo/features.py at import).
+    from mlops_recipes import views
+    from mlops_recipes.views import customer_stats
+
+    original = customer_stats.VIEW
+    assert original.ttl == dt.timedelta(days=30)
+    monkeypatch.setattr(customer_stats, "VIEW", dataclasses.replace(original, ttl=dt.timedelta(days=31)))
+    views.forget()
     try:
         longer_ttl = feature_store.load_definitions(repo)
         with pytest.raises(feature_store.FeatureServiceInUse) as refused:
@@ -407,7 +417,8 @@ def test_apply_refuses_to_change_a_feature_service_a_registered_model_uses(feast
         registered = store.registry.get_feature_view("customer_stats", store.project, allow_cache=False)
         assert registered.ttl == dt.timedelta(days=31)
     finally:
-        definitions_file.write_text(original)
+        monkeypatch.undo()
+        views.forget()
         feature_store.apply_definitions(store, feature_store.load_definitions(repo))
     # Removing the service in use is refused as well.
     without = feature_store.Definitions(

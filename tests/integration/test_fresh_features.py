@@ -89,11 +89,11 @@ def store(fresh_project: Any, service: Any) -> Any:
 
 
 def _online_row(store: Any, customer: int) -> dict[str, Any]:
-    from mlops_recipes.core.aggregates import CUSTOMER_FEATURES
     from mlops_recipes.io.feature_store import online_features
+    from mlops_recipes.views.customer_stats import VIEW
 
     values = online_features(store, [{"customer_id": customer, "merchant_id": 1}], "fraud_model_v1")
-    return {name: values[name][0] for name in CUSTOMER_FEATURES}
+    return {name: values[name][0] for name in VIEW.names}
 
 
 def _transaction(tx: str, customer: int, when: dt.datetime, amount: float = 20.0) -> dict[str, Any]:
@@ -272,8 +272,8 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from mlops_recipes.core.aggregates import CUSTOMER_FEATURES
     from mlops_recipes.io.feature_store import OnlineRowWriter
+    from mlops_recipes.views.customer_stats import VIEW
 
     ours, feasts = (
         OnlineRowWriter(store, "customer_stats"),
@@ -298,7 +298,7 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
             ).fetchall()
 
     def row(n: int) -> dict[str, float]:
-        return {name: float(n + i) if "count" not in name else n + i for i, name in enumerate(CUSTOMER_FEATURES)}
+        return {name: float(n + i) if "count" not in name else n + i for i, name in enumerate(VIEW.names)}
 
     first = dt.datetime(2026, 11, 30, 12, 0, 5, 123456, tzinfo=dt.UTC)
     feasts([(customer, first, row(1))])
@@ -308,7 +308,7 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
     feasts([(customer, first + dt.timedelta(minutes=1), row(2))])
 
     assert database.is_file()
-    assert len(written_by_us) == len(before) == len(CUSTOMER_FEATURES)
+    assert len(written_by_us) == len(before) == len(VIEW.names)
     assert written_by_us != before  # the upsert replaced the row
     assert written_by_us == stored()  # byte for byte: keys, protos, value text, event and created times
-    assert _online_row(store, customer)["cust_txn_count_1h"] == 2 + CUSTOMER_FEATURES.index("cust_txn_count_1h")
+    assert _online_row(store, customer)["cust_txn_count_1h"] == 2 + VIEW.names.index("cust_txn_count_1h")

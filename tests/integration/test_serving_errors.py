@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlops_recipes.core.aggregates import CUSTOMER_FEATURES
+from mlops_recipes.views.customer_stats import VIEW as CUSTOMER_VIEW
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_unknown_customer_is_scored_with_every_customer_feature_missing(
     response = client.post("/predict", json={**VALID, "customer_id": 10**12})
 
     assert response.status_code == 200, response.text
-    assert response.json()["missing_features"] == list(CUSTOMER_FEATURES)
+    assert response.json()["missing_features"] == list(CUSTOMER_VIEW.names)
     after = scrape(scoring_service)
     assert after.value("unknown_entities_total", entity="customer") == before + 1
     assert after.value("missing_features_total", feature="cust_amount_mean_30d") >= 1

@@ -10,9 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES, customer_stats, merchant_stats
+from mlops_recipes.core.aggregates import customer_stats, merchant_stats
+from mlops_recipes.views.customer_stats import VIEW as CUSTOMER_VIEW
+from mlops_recipes.views.merchant_stats import VIEW as MERCHANT_VIEW
 
 pytestmark = pytest.mark.unit
+
+CUSTOMER_FEATURES = CUSTOMER_VIEW.names
+MERCHANT_FEATURES = MERCHANT_VIEW.names
 
 
 def _epoch(value: str) -> float:
@@ -47,7 +52,7 @@ def test_customer_stats_has_all_feature_columns(customer_frame: pd.DataFrame) ->
     stats = customer_stats(customer_frame)
 
     assert list(stats.columns[:2]) == ["customer_id", "event_timestamp"]
-    assert set(stats.columns[2:]) == set(CUSTOMER_FEATURES)
+    assert list(stats.columns[2:]) == list(CUSTOMER_FEATURES)  # the view's declared order
     assert len(stats) == len(customer_frame)
 
 

@@ -12,6 +12,10 @@ Feast's point-in-time join and materialization expect:
   online service computes it after each transaction it scores (a property test holds it to the batch form).
 * ``merchant_stats``: one row per merchant and day D, computed over the seven full days before D (a daily batch
   job), with a smoothed fraud rate so that small merchants do not swing between 0 and 1.
+
+The views themselves (feature names and types, TTL, refresh, service) are declared in
+:mod:`mlops_recipes.views` (``customer_stats.py``, ``merchant_stats.py``); the columns computed here come out in
+their declared order, which the features stage checks.
 """
 
 from __future__ import annotations
@@ -26,20 +30,7 @@ from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME
 CUSTOMER_WINDOWS = {"1h": "1h", "24h": "24h", "7d": "7D"}
 # The amount norm's window, the longest one: a customer's events older than this never count again.
 CUSTOMER_NORM_WINDOW = "30D"
-CUSTOMER_FEATURES = (
-    "cust_txn_count_1h",
-    "cust_txn_count_24h",
-    "cust_txn_count_7d",
-    "cust_amount_sum_1h",
-    "cust_amount_sum_24h",
-    "cust_amount_sum_7d",
-    "cust_amount_mean_30d",
-    "cust_amount_std_30d",
-    "cust_last_txn_ts",
-    "cust_account_created_ts",
-)
 MERCHANT_WINDOW_DAYS = 7
-MERCHANT_FEATURES = ("merch_txn_count_7d", "merch_fraud_rate_7d", "merch_amount_mean_7d")
 
 
 def _epoch_seconds(values: pd.Series) -> np.ndarray:
@@ -58,9 +49,10 @@ def customer_stats(transactions: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({CUSTOMER: frame[CUSTOMER], EVENT_TIME: frame[EVENT_TIME]})
     indexed = frame.set_index(EVENT_TIME)
     by_customer = indexed.groupby(CUSTOMER, sort=False)[AMOUNT]
-    for name, window in CUSTOMER_WINDOWS.items():
-        rolling = by_customer.rolling(window)
+    windows = {name: by_customer.rolling(window) for name, window in CUSTOMER_WINDOWS.items()}
+    for name, rolling in windows.items():
         out[f"cust_txn_count_{name}"] = rolling.count().to_numpy().astype(np.int64)
+    for name, rolling in windows.items():
         out[f"cust_amount_sum_{name}"] = rolling.sum().to_numpy()
     month = by_customer.rolling(CUSTOMER_NORM_WINDOW)
     out["cust_amount_mean_30d"] = month.mean().to_numpy()
@@ -111,7 +103,7 @@ def customer_row(times_us: np.ndarray, amounts: np.ndarray, *, account_created_t
     row["cust_amount_std_30d"] = float(np.sqrt((deviations * deviations).sum() / month.size))
     row["cust_last_txn_ts"] = latest / 1e6
     row["cust_account_created_ts"] = float(account_created_ts)
-    return {name: row[name] for name in CUSTOMER_FEATURES}
+    return row  # keyed by the customer_stats view's features (views/customer_stats.py), read by name
 
 
 def merchant_stats(transactions: pd.DataFrame, *, prior_weight: float) -> pd.DataFrame:

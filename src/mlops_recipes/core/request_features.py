@@ -13,24 +13,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlops_recipes.contract import AMOUNT, EVENT_TIME, Contract
-from mlops_recipes.core.aggregates import CUSTOMER_FEATURES, MERCHANT_FEATURES
+from mlops_recipes.views import feature_views, stored_model_inputs
+from mlops_recipes.views import stored_features as stored_features  # re-exported: every caller's door
 
-# Every stored feature, when the data has every optional column (the contract may drop some: stored_features).
-STORED_FEATURES = CUSTOMER_FEATURES + MERCHANT_FEATURES
-# Stored features that exist only when the contract declares an account-creation date.
-ACCOUNT_FEATURES = ("cust_account_created_ts",)
-# Stored features that are only inputs to derived ones (absolute times mean nothing to a model).
-_STORED_ONLY = {"cust_last_txn_ts", "cust_account_created_ts"}
+# The stored features are the feature views' (src/mlops_recipes/views/, one file each: names, types, whether a
+# feature is a model input or only feeds derived ones, what it needs of the contract); a model reads those of its
+# feature service (``service`` below; None: every view). Every stored feature, when the data has every optional
+# column, in view order:
+STORED_FEATURES = tuple(feature.name for view in feature_views() for feature in view.features)
 # Derived features that mix the request with stored values: point in time as in training (the service updates
 # customer rows per transaction), but compared with a training reference that starts cold (docs/monitoring.md,
 # drift). Every other derived input depends on the request alone.
 _STORED_DEPENDENT = {"amount_zscore", "amount_to_mean_ratio", "log_seconds_since_last_txn", "account_age_days"}
-
-
-def stored_features(contract: Contract) -> tuple[str, ...]:
-    """The stored features the contract's data allows, in feature-view order."""
-    dropped = () if contract.has_account_created else ACCOUNT_FEATURES
-    return tuple(name for name in STORED_FEATURES if name not in dropped)
 
 
 def encoded_columns(contract: Contract) -> dict[str, tuple[str, ...]]:
@@ -57,9 +51,9 @@ def derived_features(contract: Contract) -> tuple[str, ...]:
     return tuple(names)
 
 
-def model_features(contract: Contract) -> tuple[str, ...]:
-    """The model's input columns, in signature order."""
-    return tuple(f for f in stored_features(contract) if f not in _STORED_ONLY) + derived_features(contract)
+def model_features(contract: Contract, service: str | None = None) -> tuple[str, ...]:
+    """The input columns of a model trained on ``service`` (None: every view), in signature order."""
+    return stored_model_inputs(contract, service) + derived_features(contract)
 
 
 def is_request_only(name: str) -> bool:
@@ -96,8 +90,8 @@ def unseen_values(columns: Columns, contract: Contract) -> dict[str, np.ndarray]
     return out
 
 
-def request_features(columns: Columns, contract: Contract) -> dict[str, np.ndarray]:
-    """Model inputs (:func:`model_features`) from stored features and request fields.
+def request_features(columns: Columns, contract: Contract, service: str | None = None) -> dict[str, np.ndarray]:
+    """Model inputs (:func:`model_features` of ``service``) from its stored features and request fields.
 
     Missing stored features (a new customer, an unknown merchant) arrive as NaN and stay NaN where a derived
     feature depends on them; the default model handles missing values natively. A categorical value outside
@@ -136,6 +130,6 @@ def request_features(columns: Columns, contract: Contract) -> dict[str, np.ndarr
             derived[name] = np.array([codes.get(v, np.nan) for v in values.tolist()], dtype=np.float64)
     for name in contract.numeric:
         derived[name] = _floats(columns, name)
-    stored = {name: _floats(columns, name) for name in stored_features(contract) if name not in _STORED_ONLY}
+    stored = {name: _floats(columns, name) for name in stored_model_inputs(contract, service)}
     merged = stored | derived
-    return {name: merged[name] for name in model_features(contract)}
+    return {name: merged[name] for name in model_features(contract, service)}

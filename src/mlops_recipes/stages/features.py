@@ -1,5 +1,6 @@
 """features: compute the feature tables, apply the Feast definitions and load the online store.
 
+One table per feature view declared in :mod:`mlops_recipes.views` (one file each), checked against its spec.
 Batch-only views (merchant stats) are materialized by Feast. The per-transaction customer view is loaded through
 the customer event log (:mod:`mlops_recipes.io.customer_events`), the path the service updates after every
 transaction: the rows it writes are the batch rows (same definition), and events scored online after the data's
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mlops_recipes.contract import CUSTOMER, EVENT_TIME, MERCHANT
-from mlops_recipes.core.aggregates import customer_stats, merchant_stats
+from mlops_recipes import views
+from mlops_recipes.contract import CUSTOMER, EVENT_TIME
 from mlops_recipes.io import feature_store
 from mlops_recipes.io.customer_events import CustomerUpdates
 from mlops_recipes.io.files import read_parquet, write_json, write_parquet
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
 
 def run(settings: Settings, params: Params) -> dict[str, Any]:
     """Write ``data/features/*.parquet``, register them in Feast and load the latest rows online."""
+    views.service_views(params.features.service)  # a service no view declares fails before any work
     transactions = read_parquet(settings.validated_transactions)
+    contract = settings.contract()
     tables = {
-        "customer_stats": customer_stats(transactions),
-        "merchant_stats": merchant_stats(transactions, prior_weight=params.features.merchant_rate_prior_weight),
+        view.name: views.compute_table(view, transactions, params.features, contract) for view in views.feature_views()
     }
     for name, table in tables.items():
         write_parquet(table, settings.feature_tables_dir / f"{name}.parquet")
@@ -80,8 +82,9 @@ def _check_online(store: FeatureStore, tables: dict[str, pd.DataFrame], service:
     """
     latest = tables["customer_stats"].sort_values(EVENT_TIME).iloc[-1]
     customer_id = _native(latest[CUSTOMER])  # keys keep the contract's type (int or string)
-    merchant_id = _native(tables["merchant_stats"][MERCHANT].iloc[0])
-    values = feature_store.online_features(store, [{CUSTOMER: customer_id, MERCHANT: merchant_id}], service)
+    # A key of every other entity the service's views are keyed by (any one: only the customer row is checked).
+    others = {view.join_key: _native(tables[view.name][view.join_key].iloc[0]) for view in views.service_views(service)}
+    values = feature_store.online_features(store, [others | {CUSTOMER: customer_id}], service)
     got = values.get("cust_last_txn_ts", [None])[0]
     expected = float(latest["cust_last_txn_ts"])
     if got is None or (isinstance(got, float) and math.isnan(got)) or float(got) < expected - 1e-3:

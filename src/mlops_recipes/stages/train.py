@@ -48,7 +48,8 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     train_path = settings.dataset_dir / "train.parquet"
     train = read_parquet(train_path)
     contract = settings.contract()
-    names = model_features(contract)
+    service = params.features.service
+    names = model_features(contract, service)
     features = train[list(names)].astype("float64")
     check_training_features(features)
     labels = train[LABEL].to_numpy()
@@ -60,7 +61,6 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
     client = tracking.client(settings)
     experiment_id = tracking.experiment_id(client, settings.experiment_name)
     abandoned = tracking.fail_abandoned_runs(client, experiment_id)
-    service = params.features.service
     tags = {
         **tracking.process_tags(),
         "git_commit": tracking.git_commit(settings),
@@ -77,8 +77,8 @@ def run(settings: Settings, params: Params) -> dict[str, Any]:
         mlflow.log_params(
             _flatten("train", params.train.model_dump()) | _flatten("data", params.data.model_dump(mode="json"))
         )
-        # Fitted on a plain matrix in model_features(contract) order, the way every scorer calls it (serving, batch,
-        # evaluate): scikit-learn then never warns about column names on the hot path.
+        # Fitted on a plain matrix in model_features(contract, service) order, the way every scorer calls it (serving,
+        # batch, evaluate): scikit-learn then never warns about column names on the hot path.
         matrix = features.to_numpy()
         model.fit(matrix, labels)
         scores = model.predict_proba(matrix)[:, 1]
