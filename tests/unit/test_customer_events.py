@@ -273,6 +273,35 @@ def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEvent
     assert log.path.stat().st_size > before
 
 
+@pytest.mark.parametrize("restart", [True, False], ids=["restart-checkpoints", "passive-only"])
+def test_the_log_stays_bounded_under_sustained_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
+) -> None:
+    """PASSIVE checkpoints alone never let the log start again while writes keep coming: it grows without bound."""
+    import time
+
+    from mlops_recipes.io import customer_events
+
+    monkeypatch.setattr(customer_events, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(customer_events, "RESTART_AFTER_FRAMES", 64 if restart else 10**9)
+    monkeypatch.setattr(customer_events, "JOURNAL_SIZE_LIMIT", 256 * 1024)
+    log = SqliteEventLog(tmp_path / "customer_events.db")
+    wal = log.path.with_name(log.path.name + "-wal")
+    rows = Rows()
+    n, deadline = 0, time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # a write every ~0.3 ms, as a loaded service's requests come
+        log.record(_event(f"e{n}", n / 1000, customer=n % 200), account_created_ts=None, write=rows)
+        time.sleep(0.0002)
+        n += 1
+
+    size, bound = wal.stat().st_size, 1e6
+    assert n * 4096 > 4 * bound, f"only {n} writes in 2 s: too few to tell"  # a page a write at least
+    if restart:
+        assert size < bound, (size, n)  # started again and truncated to the limit
+    else:
+        assert size > bound, (size, n)  # the growth the RESTART checkpoints prevent
+
+
 def test_the_checkpointer_forgets_a_removed_file_and_never_recreates_it(tmp_path: Path) -> None:
     import time
 
