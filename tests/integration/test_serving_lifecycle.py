@@ -225,7 +225,7 @@ def test_versions_failing_a_check_are_refused_counted_and_the_old_one_keeps_serv
                 MODEL, source=source, run_id=good.run_id, tags={**good.tags, "feature_service": "no_such_service"}
             ),
             "feature_service",
-            "names 'no_such_service', which the feature registry does not have",
+            "names 'no_such_service', which no feature view declares",
         ),
         (
             registry.create_model_version(

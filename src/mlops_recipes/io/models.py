@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +25,7 @@ from mlops_recipes.core.drift import REFERENCE_ARTIFACT, DriftReference, DriftWi
 from mlops_recipes.core.request_features import model_features
 from mlops_recipes.errors import ReportedError
 from mlops_recipes.settings import Settings
+from mlops_recipes.views import UnknownFeatureService
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,6 +202,22 @@ def _load_estimator(settings: Settings, uri: str, location: str) -> ScoringModel
     return ScoringModel(uri, features, estimator)
 
 
+def _check_service_inputs(settings: Settings, uri: str, service: str, features: Sequence[str]) -> None:
+    """Refuse a version whose feature service no view declares, or whose inputs its service does not provide."""
+    try:
+        provided = set(model_features(settings.contract(), service))
+    except UnknownFeatureService as error:
+        raise ModelLoadError(
+            f"the feature_service tag of {uri} names {service!r}, which no feature view declares: {error}",
+            reason="feature_service",
+        ) from error
+    outside = sorted(set(features) - provided)
+    if outside:
+        raise ModelLoadError(
+            f"{uri} reads features its feature service {service!r} does not provide: {outside}", reason="features"
+        )
+
+
 def load_logged(settings: Settings, model_id: str) -> ScoringModel:
     """A model logged by the train stage (``models:/<model_id>``), not registered yet: the evaluate stage's."""
     uri = f"models:/{model_id}"
@@ -250,6 +267,7 @@ def load_version(settings: Settings, version: str, *, threshold_override: float 
         raise ModelLoadError(
             f"{uri} has no feature_service tag: cannot tell which features to fetch", reason="feature_service"
         )
+    _check_service_inputs(settings, uri, feature_service, scoring.features)
     threshold = _threshold(meta.tags, uri)
     reference = _drift_reference(settings, meta.run_id, uri)
     if reference is not None:
