@@ -6,6 +6,7 @@ failure). The Redis backend runs the same checks in tests/integration/test_scale
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from pathlib import Path
@@ -273,33 +274,51 @@ def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEvent
     assert log.path.stat().st_size > before
 
 
-@pytest.mark.parametrize("restart", [True, False], ids=["restart-checkpoints", "passive-only"])
-def test_the_log_stays_bounded_under_sustained_writes(
+@pytest.mark.parametrize("restart", [True, False], ids=["restart-checkpoint", "passive-only"])
+def test_a_checkpoint_past_the_bound_lets_the_next_write_start_the_log_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
 ) -> None:
-    """PASSIVE checkpoints alone never let the log start again while writes keep coming: it grows without bound."""
-    import time
+    """Under sustained load a reader is always on an older snapshot: PASSIVE alone never lets the log start again."""
+    import sqlite3
+    import threading
 
     from mlops_recipes.io import customer_events
 
-    monkeypatch.setattr(customer_events, "CHECKPOINT_INTERVAL_S", 0.02)
-    monkeypatch.setattr(customer_events, "RESTART_AFTER_FRAMES", 64 if restart else 10**9)
-    monkeypatch.setattr(customer_events, "JOURNAL_SIZE_LIMIT", 256 * 1024)
-    log = SqliteEventLog(tmp_path / "customer_events.db")
-    wal = log.path.with_name(log.path.name + "-wal")
-    rows = Rows()
-    n, deadline = 0, time.monotonic() + 2.0
-    while time.monotonic() < deadline:  # a write every ~0.3 ms, as a loaded service's requests come
-        log.record(_event(f"e{n}", n / 1000, customer=n % 200), account_created_ts=None, write=rows)
-        time.sleep(0.0002)
-        n += 1
+    monkeypatch.setattr(customer_events, "RESTART_AFTER_FRAMES", 8 if restart else 10**9)
+    path = tmp_path / "wal.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpoints under test
+    writer.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
 
-    size, bound = wal.stat().st_size, 1e6
-    assert n * 4096 > 4 * bound, f"only {n} writes in 2 s: too few to tell"  # a page a write at least
+    def write(n: int) -> None:
+        for k in range(n):
+            writer.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (k, bytes(3000)))
+
+    def frames() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as probe:  # PASSIVE reports the log's length in frames
+            return int(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    write(50)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # a lookup's snapshot, older than the frames below
+    write(50)
+    if restart:  # the lookup ends while the RESTART checkpoint waits for it (else it stays: one always is, under load)
+        threading.Timer(0.05, lambda: reader.execute("COMMIT")).start()
+    checkpointer = sqlite3.connect(path, timeout=5.0, check_same_thread=False)  # waits for the lookup, however slow
+
+    customer_events._checkpoint(checkpointer)
+    before = frames()
+    write(1)
+
+    assert before >= 100
     if restart:
-        assert size < bound, (size, n)  # started again and truncated to the limit
+        assert frames() <= 2  # the log started again from its beginning
     else:
-        assert size > bound, (size, n)  # the growth the RESTART checkpoints prevent
+        assert frames() == before + 1  # it only grows
+    for connection in (writer, reader, checkpointer):
+        connection.close()
 
 
 def test_the_checkpointer_forgets_a_removed_file_and_never_recreates_it(tmp_path: Path) -> None:
