@@ -8,6 +8,7 @@ NumPy arrays for a single online request), so the serving hot path needs no pand
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,9 +19,9 @@ from mlops_recipes.views import stored_features as stored_features  # re-exporte
 
 # The stored features are the feature views' (src/mlops_recipes/views/, one file each: names, types, whether a
 # feature is a model input or only feeds derived ones, what it needs of the contract); a model reads those of its
-# feature service (``service`` below; None: every view). Every stored feature, when the data has every optional
-# column, in view order:
-STORED_FEATURES = tuple(feature.name for view in feature_views() for feature in view.features)
+# feature service (``service`` below; None: every view). ``STORED_FEATURES`` (every stored feature, when the data
+# has every optional column, in view order) is computed on first use (module ``__getattr__``), so that importing
+# this module imports no view: a broken view file fails where it is used, as a reported error.
 # Derived features that mix the request with stored values: point in time as in training (the service updates
 # customer rows per transaction), but compared with a training reference that starts cold (docs/monitoring.md,
 # drift). Every other derived input depends on the request alone.
@@ -56,9 +57,20 @@ def model_features(contract: Contract, service: str | None = None) -> tuple[str,
     return stored_model_inputs(contract, service) + derived_features(contract)
 
 
+@functools.cache
+def _every_stored_feature() -> tuple[str, ...]:
+    return tuple(feature.name for view in feature_views() for feature in view.features)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STORED_FEATURES":
+        return _every_stored_feature()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def is_request_only(name: str) -> bool:
     """Whether a model input depends on the request alone (directly comparable with training for drift)."""
-    return name not in STORED_FEATURES and name not in _STORED_DEPENDENT
+    return name not in _every_stored_feature() and name not in _STORED_DEPENDENT
 
 
 class Columns(Protocol):
