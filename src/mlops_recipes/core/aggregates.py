@@ -21,6 +21,7 @@ their declared order, which the features stage checks.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,13 @@ def _window_us(window: str) -> int:
     return int(pd.Timedelta(window).value // 1_000)
 
 
+@functools.cache
+def _window_edges_us() -> np.ndarray:
+    """The customer windows in microseconds, in CUSTOMER_WINDOWS order."""
+    return np.array([_window_us(w) for w in CUSTOMER_WINDOWS.values()], dtype=np.int64)
+
+
+@functools.cache
 def longest_window_us() -> int:
     """The longest customer window in microseconds: how much history :func:`customer_row` needs."""
     return max(_window_us(w) for w in (*CUSTOMER_WINDOWS.values(), CUSTOMER_NORM_WINDOW))
@@ -87,20 +95,22 @@ def customer_row(times_us: np.ndarray, amounts: np.ndarray, *, account_created_t
     values = np.asarray(amounts, dtype=np.float64)
     if times.size == 0:
         raise ValueError("customer_row needs at least one event")
-    latest = int(times.max())
-    # Age below the window is the window (t - w, t]. Plain reductions, not np.mean/np.std's wrappers: this runs
-    # once per scored transaction (same arithmetic: a sum divided by the count, two-pass variance).
+    latest = int(np.maximum.reduce(times))
+    # Age below the window is the window (t - w, t]. Plain ufunc reductions of each window's own events, not
+    # ndarray.sum/np.mean/np.std (Python wrappers around them): this runs once per scored transaction. A window's
+    # sum is over its events only, so history beyond the window cannot change it by a rounding.
     age = latest - times
+    add = np.add.reduce
     row: dict[str, float] = {}
-    for name, window in CUSTOMER_WINDOWS.items():
-        inside = values[age < _window_us(window)]
+    for name, edge in zip(CUSTOMER_WINDOWS, _window_edges_us().tolist(), strict=True):
+        inside = values[age < edge]
         row[f"cust_txn_count_{name}"] = int(inside.size)
-        row[f"cust_amount_sum_{name}"] = float(inside.sum())
+        row[f"cust_amount_sum_{name}"] = float(add(inside))
     month = values[age < _window_us(CUSTOMER_NORM_WINDOW)]
-    mean = float(month.sum()) / month.size
+    mean = float(add(month)) / month.size
     deviations = month - mean
     row["cust_amount_mean_30d"] = mean
-    row["cust_amount_std_30d"] = float(np.sqrt((deviations * deviations).sum() / month.size))
+    row["cust_amount_std_30d"] = math.sqrt(float(add(deviations * deviations)) / month.size)
     row["cust_last_txn_ts"] = latest / 1e6
     row["cust_account_created_ts"] = float(account_created_ts)
     return row  # keyed by the customer_stats view's features (views/customer_stats.py), read by name
