@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from mlops_recipes.settings import Settings
 from serving import logs
+from serving.batching import ScoringBatcher
 from serving.deps import ScoringParts, ServiceState
 from serving.errors import install_handlers, is_protocol_path, problem
 from serving.features import FeatureStoreUnavailable
@@ -38,6 +39,7 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
     """Everything the routes share in one worker process."""
     metrics = ServiceMetrics.create()
     parts = ScoringParts.create(settings, serving, metrics)
+    slots = asyncio.Semaphore(serving.scoring_concurrency)
     return ServiceState(
         settings=settings,
         serving=serving,
@@ -45,7 +47,13 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
         models=parts.models,
         features=parts.features,
         contract=settings.contract(),
-        scoring_slots=asyncio.Semaphore(serving.scoring_concurrency),
+        scoring_slots=slots,
+        batches=ScoringBatcher(
+            slots,
+            max_rows=serving.max_batch,
+            shared_errors=(FeatureStoreUnavailable,),
+            on_batch=lambda requests, _rows: metrics.scoring_batch.observe(requests),
+        ),
         monitor=parts.monitor,
         process=ProcessSampler(metrics),
         rollout=RolloutService(settings=settings, serving=serving, metrics=metrics),

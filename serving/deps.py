@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from mlops_recipes.contract import Contract
 from mlops_recipes.observability import UNMATCHED_ROUTE
 from mlops_recipes.settings import Settings
+from serving.batching import ScoringBatcher
 from serving.features import OnlineFeatures
 from serving.metrics import ServiceMetrics
 from serving.model import ModelManager
@@ -84,6 +85,7 @@ class ServiceState:
     features: OnlineFeatures
     contract: Contract
     scoring_slots: asyncio.Semaphore
+    batches: ScoringBatcher  # /predict and /predict/batch, in the same slots
     monitor: LiveMonitor
     process: ProcessSampler
     rollout: RolloutService
@@ -130,7 +132,8 @@ FeedbackAuthorized = Depends(require_feedback_key)
 async def in_scoring_slot(state: ServiceState, call: Callable[[], T]) -> T:
     """Run ``call`` (scoring: CPU work) in the thread pool, in one of the scoring slots, within the timeout.
 
-    Every scoring route goes through here, so they share the slots and the timeout (504).
+    Every scoring route goes through the slots (``/predict`` and ``/predict/batch`` through ``state.batches``,
+    which combines waiting requests), so they share them and the timeout (504).
     """
 
     async def bounded() -> T:
@@ -139,8 +142,13 @@ async def in_scoring_slot(state: ServiceState, call: Callable[[], T]) -> T:
         async with state.scoring_slots:
             return await run_in_threadpool(call)
 
+    return await within_timeout(state, bounded())
+
+
+async def within_timeout(state: ServiceState, scoring: Awaitable[T]) -> T:
+    """``scoring``'s result, or 504 after ``SERVING_REQUEST_TIMEOUT_S`` (slot wait included)."""
     try:
-        return await asyncio.wait_for(bounded(), timeout=state.serving.request_timeout_s)
+        return await asyncio.wait_for(scoring, timeout=state.serving.request_timeout_s)
     except TimeoutError:
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"scoring took longer than {state.serving.request_timeout_s} s"

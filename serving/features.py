@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlops_recipes.io import feature_store
@@ -73,6 +74,16 @@ class OnlineFeatures:
         if recorded.counted:
             self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
         return recorded
+
+    def record_all(
+        self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float]
+    ) -> dict[CustomerKey, int | Exception]:
+        """Count a scored batch's transactions (see :meth:`CustomerUpdates.record_all`): one write for the batch."""
+        outcomes = self._customer_updates().record_all(events, account_created_ts)
+        counted = [e.time_us for e in events if not isinstance(outcomes.get(e.customer_id), Exception)]
+        if counted:
+            self.newest_event_s = max(self.newest_event_s, max(counted) / 1e6)
+        return outcomes
 
     def row_before(self, customer_id: CustomerKey, time_us: int) -> dict[str, float] | None:
         """The customer's row as of just before ``time_us`` (see :meth:`CustomerUpdates.row_before`)."""

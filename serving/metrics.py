@@ -78,6 +78,7 @@ class ServiceMetrics:
     request_latency: Histogram
     inference_latency: Histogram
     feature_lookup_latency: Histogram
+    scoring_batch: Histogram
     missing_features: Counter
     unknown_entities: Counter
     unseen_categories: Counter
@@ -130,6 +131,12 @@ class ServiceMetrics:
                 "model_inference_duration_seconds",
                 "Time of the model call alone (predict_proba on the assembled rows).",
                 buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            scoring_batch=Histogram(
+                "scoring_batch_requests",
+                "Scoring requests combined into one scoring call (one lookup, one model call, one update).",
+                buckets=(1, 2, 4, 8, 16, 32, 64),
                 registry=registry,
             ),
             feature_lookup_latency=Histogram(
@@ -280,7 +287,7 @@ class ServiceMetrics:
             ),
             customer_update_latency=Histogram(
                 "customer_feature_update_duration_seconds",
-                "Time to record one scored transaction and write its customer's row (event log + Feast write).",
+                "Time to record a scoring call's transactions and write their rows (event log + Feast write).",
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),

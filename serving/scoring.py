@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, MERCHANT, TRANSACTION_ID, Contract
-from mlops_recipes.io.customer_events import CustomerEvent, time_us
+from mlops_recipes.io.customer_events import CustomerEvent, CustomerKey, time_us
 from mlops_recipes.model_inputs import online_matrix
 from mlops_recipes.views import customer_stats as customer_view
 from mlops_recipes.views import entity_features, stored_features
@@ -146,33 +146,45 @@ def record_scored(
     features: OnlineFeatures,
     metrics: ServiceMetrics,
 ) -> None:
-    """Record scored transactions in their customers' online features, in event-time order.
+    """Record scored transactions in their customers' online features: one update for the whole batch.
 
     Called once the scores are computed, with the stored features they were computed on: the transactions of one
     batch are all scored on the state before the batch. A failure (store down, lock not obtained) is counted in
-    ``customer_feature_updates_total{outcome="failed"}`` and logged, never raised: the response stands, and the
-    customer's history is left as it was. Without a ``transaction_id`` a transaction cannot be recognised when
-    retried, so it gets a random one (counted again if sent again). The account creation time is the request's
-    (``account_created_at``) or the stored row's; the log keeps the first it learns.
+    ``customer_feature_updates_total{outcome="failed"}`` per transaction and logged, never raised: the response
+    stands, and the customer's history is left as it was. Without a ``transaction_id`` a transaction cannot be
+    recognised when retried, so it gets a random one (counted again if sent again). The account creation time is
+    the request's (``account_created_at``) or the stored row's; the log keeps the first it learns.
     """
     stored_created = stored.get("cust_account_created_ts", [None] * len(transactions))
-    for row in sorted(range(len(events)), key=lambda i: events[i].time_us):
-        event, started = events[row], time.perf_counter()
+    created: dict[CustomerKey, float] = {}
+    for row in sorted(range(len(events)), key=lambda i: events[i].time_us):  # the first a customer's events tell
         opened = getattr(transactions[row], ACCOUNT_CREATED, None)  # absent without account dates
-        created = stored_created[row] if opened is None else time_us(opened) / 1e6
-        try:
-            recorded = features.record(event, account_created_ts=created)
-        except Exception as error:  # the score is computed: nothing here may fail the response
-            metrics.customer_updates.labels("failed").inc()
+        given = stored_created[row] if opened is None else time_us(opened) / 1e6
+        if given is not None:
+            created.setdefault(events[row].customer_id, given)
+    started = time.perf_counter()
+    outcomes = features.record_all(events, created)
+    metrics.customer_update_latency.observe(time.perf_counter() - started)
+    sent: dict[CustomerKey, int] = {}
+    for event in events:
+        sent[event.customer_id] = sent.get(event.customer_id, 0) + 1
+    for customer, outcome in outcomes.items():
+        if isinstance(outcome, Exception):  # the score is computed: nothing here may fail the response
+            metrics.customer_updates.labels("failed").inc(sent[customer])
             _log.error(
                 "customer features not updated after scoring: %s: %s",
-                type(error).__name__,
-                error,
-                extra={CUSTOMER: event.customer_id, TRANSACTION_ID: event.transaction_id},
+                type(outcome).__name__,
+                outcome,
+                extra={
+                    CUSTOMER: customer,
+                    TRANSACTION_ID: [e.transaction_id for e in events if e.customer_id == customer],
+                },
             )
             continue
-        metrics.customer_update_latency.observe(time.perf_counter() - started)
-        metrics.customer_updates.labels("counted" if recorded.counted else "duplicate").inc()
+        if outcome:
+            metrics.customer_updates.labels("counted").inc(outcome)
+        if sent[customer] > outcome:
+            metrics.customer_updates.labels("duplicate").inc(sent[customer] - outcome)
     view = features.updated_view
     if view is not None and features.newest_event_s > 0:
         metrics.newest_event.labels(view).set(features.newest_event_s)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from mlops_recipes.contract import EVENT_TIME, Contract
 from mlops_recipes.observability import PREDICT, PREDICT_BATCH
 from serving import logs
-from serving.deps import Authorized, ServiceState, State, in_scoring_slot
+from serving.deps import Authorized, ServiceState, State, within_timeout
 from serving.errors import PROBLEM_RESPONSES, too_many
 from serving.model import LoadedModel
 from serving.schemas import BatchRequest, BatchResponse, Prediction, Transaction, batch_model, transaction_model
@@ -42,6 +42,17 @@ async def scored(
     if errors:
         raise RequestValidationError(errors)
     model = state.models.require()  # read once: the whole request uses one model even if a swap happens now
+    # Scored with the requests waiting beside it, if any (serving/batching.py).
+    scoring = state.batches.score(transactions, model=model, scorer=partial(scored_by_rollout, state))
+    predictions = await within_timeout(state, scoring)
+    logs.note_scored([(p.model_version, p.variant) for p in predictions])  # the request's log line says who scored
+    return model, predictions
+
+
+def scored_by_rollout(
+    state: ServiceState, transactions: Sequence[Transaction], champion: LoadedModel
+) -> list[Prediction]:
+    """The transactions scored as the rollout says (without a running one: by ``champion``); a worker thread's."""
     scorer = partial(
         score,
         features=state.features,
@@ -49,11 +60,7 @@ async def scored(
         metrics=state.metrics,
         monitor=state.monitor,
     )
-    # Without a running rollout this is one call of ``scorer`` with the champion (serving/rollout.py).
-    rollout = partial(state.rollout.score, transactions, champion=model, scorer=scorer, monitor=state.monitor)
-    predictions = await in_scoring_slot(state, rollout)
-    logs.note_scored([(p.model_version, p.variant) for p in predictions])  # the request's log line says who scored
-    return model, predictions
+    return state.rollout.score(transactions, champion=champion, scorer=scorer, monitor=state.monitor)
 
 
 async def predict(transaction: Transaction, state: State) -> Prediction:

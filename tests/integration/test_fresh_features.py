@@ -12,6 +12,8 @@ The same replay runs on the scaled profile (Redis) in test_scaled_profile.py.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -107,6 +109,25 @@ def _transaction(tx: str, customer: int, when: dt.datetime, amount: float = 20.0
     }
 
 
+def _at_once(service: Any, bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """POST every body to ``/predict`` at once: all connections open first, then every request sent, then read."""
+    url = httpx.URL(service.url)
+    connections = [http.client.HTTPConnection(url.host, url.port, timeout=30) for _ in bodies]
+    try:
+        for connection in connections:
+            connection.connect()
+        for connection, body in zip(connections, bodies, strict=True):
+            connection.request("POST", "/predict", json.dumps(body), {"Content-Type": "application/json"})
+        answers = []
+        for connection in connections:
+            response = connection.getresponse()
+            answers.append((response.status, json.loads(response.read())))
+        return answers
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 @pytest.fixture
 def client(service: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.url, timeout=10) as http:
@@ -153,6 +174,32 @@ def test_concurrent_transactions_of_one_customer_are_all_counted(
     assert row["cust_amount_sum_1h"] == pytest.approx(sum(1.0 + i for i in range(40)))
     assert row["cust_last_txn_ts"] == pytest.approx((start + dt.timedelta(milliseconds=39)).timestamp())
     assert scrape(service).value("customer_feature_updates_total", outcome="counted") - before == 40
+
+
+def test_concurrent_requests_are_scored_together_each_on_its_own_features(
+    client: httpx.Client, service: Any, events: pd.DataFrame, scrape: Any
+) -> None:
+    customers = [int(c) for c in sorted(events["customer_id"].unique())[:48]]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    bodies = [_transaction(f"together-{c}", c, now, 10.0 + i) for i, c in enumerate(customers)]
+    before = scrape(service)
+
+    answers = _at_once(service, bodies)
+
+    after = scrape(service)
+    assert [status for status, _ in answers] == [200] * len(bodies), answers
+    calls = after.value("scoring_batch_requests_count") - before.value("scoring_batch_requests_count")
+    scored = after.value("scoring_batch_requests_sum") - before.value("scoring_batch_requests_sum")
+    assert scored == len(bodies)
+    # Requests that arrive while a call runs wait for the next one, which takes them all: 48 requests at once on
+    # two workers are a handful of calls.
+    assert calls < scored / 2
+    # Each answer is its own transaction's: sent again one at a time (a retry, scored on the features as of just
+    # before it, from the log), every transaction gets the score it got inside a combined call.
+    for body, (_, answer) in zip(bodies, answers, strict=True):
+        assert answer["transaction_id"] == body["transaction_id"]
+        again = client.post("/predict", json=body)
+        assert again.json()["fraud_probability"] == pytest.approx(answer["fraud_probability"], rel=1e-9)
 
 
 def test_a_retried_transaction_is_counted_once(client: httpx.Client, service: Any, store: Any, scrape: Any) -> None:

@@ -402,6 +402,32 @@ def test_redis_event_log_counts_every_concurrent_event_once(redis_server: RedisS
     assert not list(redis_server.client().scan_iter(match=f"mlops:{project}:*"))
 
 
+def test_redis_event_log_records_a_batch_customer_by_customer(redis_server: RedisServer) -> None:
+    from mlops_recipes.io.customer_events import CustomerEvent, RedisEventLog
+
+    log = RedisEventLog(redis_server.client(), project=f"test_{secrets.token_hex(3)}")
+    start = 1_796_000_000_000_000
+    rows = _Rows()
+
+    def fails_for_customer_9(batch: Any) -> None:
+        if any(customer == 9 for customer, _, _ in batch):
+            raise ConnectionError("online store down for this key (fault injected)")
+        rows(batch)
+
+    batch = [
+        CustomerEvent(8, "a", start, 1.0),
+        CustomerEvent(9, "b", start, 2.0),
+        CustomerEvent(8, "c", start + 1, 3.0),
+    ]
+    outcomes = log.record_all(batch, {8: 5.0}, write=fails_for_customer_9)
+
+    assert outcomes[8] == 2
+    assert isinstance(outcomes[9], ConnectionError)  # its own failure: customer 8 is recorded all the same
+    assert rows.written[-1][2]["cust_txn_count_1h"] == 2
+    assert log.history(9)[0] == {}
+    log.clear()
+
+
 # The rewind keeps the SQL registry as it is (feature_store.reset_online_store): tearing the project down and
 # re-applying it fails on Feast 0.67's SQL registry, whose delete_project leaves the view version history behind.
 def test_replayed_scores_equal_the_offline_ones_on_redis(

@@ -130,6 +130,55 @@ def test_a_failed_write_leaves_no_trace_and_a_retry_counts(log: SqliteEventLog) 
     assert rows.last["cust_txn_count_1h"] == 1
 
 
+def test_a_scored_batch_is_one_write_counted_per_customer(log: SqliteEventLog) -> None:
+    rows, calls = Rows(), []
+
+    def write(batch: object) -> None:
+        calls.append(batch)
+        rows(batch)
+
+    log.record(_event("a", 0, customer=1), account_created_ts=None, write=rows)
+    outcomes = log.record_all(
+        [_event("a", 1, customer=1), _event("b", 2, 5.0, customer=1), _event("c", 2, customer=2)],
+        {2: 7.0},
+        write=write,
+    )
+
+    assert outcomes == {1: 1, 2: 1}  # customer 1's "a" was logged already: a retry within the batch
+    assert len(calls) == 1  # one Feast write for the whole batch, one row per customer
+    by_customer = {customer: row for customer, _, row in rows.written[1:]}
+    assert by_customer[1]["cust_txn_count_1h"] == 2
+    assert by_customer[1]["cust_amount_sum_1h"] == 15.0
+    assert by_customer[2]["cust_txn_count_1h"] == 1
+    assert by_customer[2]["cust_account_created_ts"] == 7.0
+
+
+def test_a_scored_batch_that_cannot_be_written_changes_no_customer(log: SqliteEventLog) -> None:
+    def store_down(rows: object) -> None:
+        raise ConnectionError("online store down (fault injected)")
+
+    outcomes = log.record_all([_event("a", 0, customer=1), _event("b", 0, customer=2)], {}, write=store_down)
+
+    assert set(outcomes) == {1, 2}
+    assert all(isinstance(error, ConnectionError) for error in outcomes.values())
+    assert log.history(1)[0] == {}
+    assert log.history(2)[0] == {}
+
+
+def test_a_batch_reads_and_writes_customers_beyond_one_statement(
+    log: SqliteEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_recipes.io import customer_events
+
+    monkeypatch.setattr(customer_events, "_CUSTOMERS_PER_STATEMENT", 2)  # 5 customers: 3 statements each way
+    rows = Rows()
+    first = log.record_all([_event(f"t{c}", 0, customer=c) for c in range(5)], {}, write=rows)
+    again = log.record_all([_event(f"u{c}", 1, customer=c) for c in range(5)], {}, write=rows)
+
+    assert first == again == dict.fromkeys(range(5), 1)
+    assert sorted(c for c, _, row in rows.written if row["cust_txn_count_1h"] == 2) == list(range(5))
+
+
 def test_another_writer_holding_the_log_is_a_clear_error(tmp_path: Path) -> None:
     import sqlite3
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -154,6 +155,19 @@ class CustomerEventLog(Protocol):
         """Record ``event`` and write the customer's new row, atomically per customer; see the module doc."""
         ...
 
+    def record_all(
+        self,
+        events: Sequence[CustomerEvent],
+        account_created_ts: Mapping[CustomerKey, float],
+        *,
+        write: RowWriter,
+    ) -> dict[CustomerKey, int | Exception]:  # pragma: no cover - protocol
+        """Record a scored batch's ``events``; per customer, the events counted, or the error that kept them out.
+
+        SQLite records the whole batch in one write transaction (all or nothing); Redis customer by customer.
+        """
+        ...
+
     def load(
         self,
         events: Iterable[CustomerEvent],
@@ -210,15 +224,32 @@ _LEGACY_STATE = {
     "customer_state": "SELECT CAST(customer_id AS TEXT), account_created_ts, stamp_us FROM customer_state",
     "customer_log_state": "SELECT customer_key, account_created_ts, stamp_us FROM customer_log_state",
 }
-_SELECT = (
-    "SELECT account_created_ts, stamp_us, transaction_ids, times_us, amounts FROM customer_history "
-    "WHERE customer_key = ?"
-)
+_COLUMNS = "customer_key, account_created_ts, stamp_us, transaction_ids, times_us, amounts"
+_SELECT = f"SELECT {_COLUMNS} FROM customer_history WHERE customer_key IN "  # noqa: S608 - constant
 _UPSERT = (
-    "INSERT INTO customer_history VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(customer_key) DO UPDATE SET "
+    f"INSERT INTO customer_history ({_COLUMNS}) VALUES {{rows}} ON CONFLICT(customer_key) DO UPDATE SET "  # noqa: S608
     "account_created_ts = excluded.account_created_ts, stamp_us = excluded.stamp_us, "
     "transaction_ids = excluded.transaction_ids, times_us = excluded.times_us, amounts = excluded.amounts"
 )
+# Customers per statement: one read and one write of all of a scoring call's customers (each statement a single
+# GIL release of Python's sqlite3, which the event loop is waiting for under load), within SQLite's limit of
+# 32,766 bound values for a rebuild's thousands of customers.
+_CUSTOMERS_PER_STATEMENT = 2_000
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CUSTOMERS_PER_STATEMENT):
+        yield items[start : start + _CUSTOMERS_PER_STATEMENT]
+
+
+@functools.lru_cache(maxsize=64)  # statement texts by customer count (a call's few sizes)
+def _select(customers: int) -> str:
+    return _SELECT + "(" + ", ".join("?" * customers) + ")"
+
+
+@functools.lru_cache(maxsize=64)  # statement texts by customer count (a call's few sizes)
+def _upsert(customers: int) -> str:
+    return _UPSERT.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * customers))
 
 
 class _History:
@@ -247,12 +278,15 @@ class _History:
         self.stamp_us = stamp_us
 
     @classmethod
-    def read(cls, connection: sqlite3.Connection, customer: CustomerKey) -> _History:
-        stored = connection.execute(_SELECT, (customer,)).fetchone()
-        if stored is None:
-            return cls([], np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
-        created, stamp, ids, times, amounts = stored
-        return cls(ids, np.frombuffer(times, dtype=np.int64), np.frombuffer(amounts, dtype=np.float64), created, stamp)
+    def read(cls, connection: sqlite3.Connection, customers: Sequence[CustomerKey]) -> dict[CustomerKey, _History]:
+        """The customers' histories (an empty one for a customer the log does not know), one query per chunk."""
+        found: dict[str, _History] = {}
+        for chunk in _chunks(customers):
+            for key, created, stamp, ids, times, amounts in connection.execute(_select(len(chunk)), chunk):
+                times_us, values = np.frombuffer(times, dtype=np.int64), np.frombuffer(amounts, dtype=np.float64)
+                found[key] = cls(ids, times_us, values, created, stamp)
+        # Keys are stored as TEXT (the column's affinity turns an integer id into its digits).
+        return {c: found.get(str(c)) or cls([], np.empty(0, np.int64), np.empty(0, np.float64)) for c in customers}
 
     @property
     def ids(self) -> list[str]:
@@ -288,11 +322,24 @@ class _History:
         self._ids = [tx for tx, kept in zip(self.ids, mask.tolist(), strict=True) if kept]
         self.times, self.amounts = self.times[mask], self.amounts[mask]
 
-    def write(self, connection: sqlite3.Connection, customer: CustomerKey) -> None:
+    def stored(self, customer: CustomerKey) -> tuple[Any, ...]:
+        """The row to write back: the table's columns, in order."""
         created = None if self.created is None or math.isnan(self.created) else self.created
         ids = self._ids_text if self._ids_text is not None else json.dumps(self.ids)
-        packed = (ids, self.times.astype("<i8").tobytes(), self.amounts.astype("<f8").tobytes())
-        connection.execute(_UPSERT, (customer, created, self.stamp_us, *packed))
+        return (
+            customer,
+            created,
+            self.stamp_us,
+            ids,
+            self.times.astype("<i8").tobytes(),
+            self.amounts.astype("<f8").tobytes(),
+        )
+
+    @staticmethod
+    def write(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Upsert rows made by :meth:`stored`, one statement per chunk."""
+        for chunk in _chunks(rows):
+            connection.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
 
 
 def _create_tables(connection: sqlite3.Connection) -> None:
@@ -322,7 +369,7 @@ def _create_tables(connection: sqlite3.Connection) -> None:
                 created,
                 stamp,
             )
-            history.write(connection, key)
+            _History.write(connection, [history.stored(key)])
         for table in existing & (_LEGACY_EVENTS.keys() | _LEGACY_STATE.keys()):
             connection.execute(f"DROP TABLE {table}")
         connection.execute("COMMIT")
@@ -359,16 +406,15 @@ class SqliteEventLog:
             self._connection = connection
         return self._connection
 
+    @staticmethod
     def _merge(
-        self,
-        connection: sqlite3.Connection,
+        history: _History,
         customer: CustomerKey,
         events: Sequence[CustomerEvent],
         created: float | None,
         replace_until_us: int | None,
     ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
-        # One row read, one row written (see _TABLE); the row is computed from the packed arrays in C.
-        history = _History.read(connection, customer)
+        # The row is computed from the packed arrays in C; the caller writes the history back when it changed.
         if replace_until_us is not None:  # a rebuild: the batch replaces what the log holds up to its end
             history.keep(history.times > replace_until_us)
         new = history.unlogged(events)
@@ -381,7 +427,6 @@ class SqliteEventLog:
         )
         if int(history.times.min()) <= horizon:  # events that can no longer count
             history.keep(history.times > horizon)
-        history.write(connection, customer)
         return len(new), (customer, _stamp(history.stamp_us), row)
 
     def _transaction(
@@ -398,12 +443,16 @@ class SqliteEventLog:
             except sqlite3.Error as error:
                 raise EventLogError(f"customer event log unavailable: {error}") from error
             try:
+                # One read and one write of all the customers' rows (see _CUSTOMERS_PER_STATEMENT).
+                histories = _History.read(connection, list(groups))
                 results = [
-                    self._merge(connection, c, events, created.get(c), replace_until_us) for c, events in groups.items()
+                    self._merge(histories[c], c, events, created.get(c), replace_until_us)
+                    for c, events in groups.items()
                 ]
-                rows = [pending for _, pending in results if pending is not None]
-                if rows:
-                    write(rows)  # inside the transaction: no other writer touches these customers meanwhile
+                changed = [(c, pending) for c, (_, pending) in zip(groups, results, strict=True) if pending is not None]
+                if changed:
+                    _History.write(connection, [histories[c].stored(c) for c, _ in changed])
+                    write([pending for _, pending in changed])  # inside the transaction: no other writer meanwhile
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -415,6 +464,17 @@ class SqliteEventLog:
         created = {} if account_created_ts is None else {event.customer_id: account_created_ts}
         [(counted, pending)] = self._transaction({event.customer_id: [event]}, created, write)
         return _recorded(counted, pending)
+
+    def record_all(
+        self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float], *, write: RowWriter
+    ) -> dict[CustomerKey, int | Exception]:
+        """Record ``events`` and write their customers' rows in one write transaction (one Feast write)."""
+        groups = _by_customer(events)
+        try:
+            results = self._transaction(groups, dict(account_created_ts), write)
+        except Exception as error:  # rolled back: no customer of the batch is changed
+            return dict.fromkeys(groups, error)
+        return {customer: counted for customer, (counted, _) in zip(groups, results, strict=True)}
 
     def load(
         self,
@@ -440,7 +500,7 @@ class SqliteEventLog:
         with self._lock:
             try:
                 connection = self._connect()
-                history = _History.read(connection, customer_id)
+                history = _History.read(connection, [customer_id])[customer_id]
             except sqlite3.Error as error:
                 raise EventLogError(f"customer event log unavailable: {error}") from error
         created = math.nan if history.created is None else float(history.created)
@@ -546,6 +606,18 @@ class RedisEventLog:
         """Record ``event`` and write the customer's new row under the customer's lock."""
         counted, pending = self._merge(event.customer_id, [event], account_created_ts, write)
         return _recorded(counted, pending)
+
+    def record_all(
+        self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float], *, write: RowWriter
+    ) -> dict[CustomerKey, int | Exception]:
+        """Record ``events`` customer by customer, each under its lock: one customer's failure spares the others."""
+        outcomes: dict[CustomerKey, int | Exception] = {}
+        for customer, group in _by_customer(events).items():
+            try:
+                outcomes[customer] = self._merge(customer, group, account_created_ts.get(customer), write)[0]
+            except Exception as error:
+                outcomes[customer] = error
+        return outcomes
 
     def load(
         self,
@@ -740,6 +812,12 @@ class CustomerUpdates:
     def record(self, event: CustomerEvent, *, account_created_ts: float | None = None) -> Recorded:
         """Count ``event`` in its customer's history and write the row after it (see the module doc)."""
         return self.log.record(event, account_created_ts=account_created_ts, write=self.writer)
+
+    def record_all(
+        self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float]
+    ) -> dict[CustomerKey, int | Exception]:
+        """Count a scored batch's ``events``: per customer, the events counted or the error (see the log's)."""
+        return self.log.record_all(events, account_created_ts, write=self.writer)
 
     def row_before(self, customer_id: CustomerKey, time_us: int) -> dict[str, float] | None:
         """The customer's row as of just before ``time_us``, from the log: what training sees for an event then.
