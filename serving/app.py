@@ -52,6 +52,7 @@ def _state(settings: Settings, serving: ServingSettings) -> ServiceState:
             slots,
             max_rows=serving.max_batch,
             shared_errors=(FeatureStoreUnavailable,),
+            one_per_customer=serving.update_customer_features,
             on_batch=lambda requests, _rows: metrics.scoring_batch.observe(requests),
         ),
         monitor=parts.monitor,

@@ -13,7 +13,8 @@ What a batch never changes:
   left waiting before it) waits for a later call. A customer's concurrent transactions are therefore scored in
   turn, each on features that count the ones before, exactly as one at a time: a burst of one card is what the
   velocity features are there to see. Within one ``/predict/batch`` request its own rows are still scored on the
-  state before the request, as documented for that route;
+  state before the request, as documented for that route. A read-only service (no customer update) has no such
+  order to keep: there, a customer's requests are combined too;
 * **each request's own fate**: a call that fails for several requests is run again request by request (in the
   same thread), so that a request that cannot be scored fails alone; an error every request would meet alike
   (``shared_errors``: the online store down) fails them all at once, without one more try each. As with a
@@ -61,11 +62,14 @@ class ScoringBatcher:
         *,
         max_rows: int,
         shared_errors: tuple[type[Exception], ...] = (),
+        one_per_customer: bool = True,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self._slots = slots
         self._max_rows = max_rows
         self._shared_errors = shared_errors
+        # Off only where scoring writes nothing (SERVING_UPDATE_CUSTOMER_FEATURES=false): order cannot matter there.
+        self._one_per_customer = one_per_customer
         self._on_batch = on_batch  # (requests, rows) of each call: the service's batch-size histogram
         self._waiting: collections.deque[_Waiting] = collections.deque()
 
@@ -103,7 +107,7 @@ class ScoringBatcher:
             fits = (
                 waiting.model is first.model
                 and rows + len(waiting.transactions) <= self._max_rows
-                and busy.isdisjoint(waiting.customers)
+                and (not self._one_per_customer or busy.isdisjoint(waiting.customers))
             )
             busy.update(waiting.customers)
             if fits:

@@ -69,6 +69,7 @@ def _batcher(**options: Any) -> tuple[ScoringBatcher, Scorer, list[int]]:
         asyncio.Semaphore(1),
         max_rows=options.get("max_rows", 256),
         shared_errors=(StoreDown,),
+        one_per_customer=options.get("one_per_customer", True),
         on_batch=lambda requests, rows: sizes.append(requests),
     )
     return batcher, Scorer(), sizes
@@ -108,6 +109,19 @@ def test_a_customer_already_in_the_call_waits_for_the_next_one_keeping_arrival_o
     calls = asyncio.run(main())
     # Never two transactions of one customer in a call; each of customer 7's comes after the one before it.
     assert calls == [[(0, 1.0)], [(7, 1.0), (8, 1.0), (9, 1.0)], [(7, 2.0)], [(7, 3.0)]]
+
+
+def test_a_read_only_service_combines_a_customers_requests_too() -> None:
+    async def main() -> list[list[tuple[int, float]]]:
+        batcher, scorer, _ = _batcher(one_per_customer=False)
+
+        async def burst() -> list[Any]:
+            return list(await asyncio.gather(*(batcher.score([_tx(7, a)], model=M, scorer=scorer) for a in (1, 2, 3))))
+
+        await _while_first_call_runs(batcher, scorer, burst)
+        return scorer.calls
+
+    assert asyncio.run(main()) == [[(0, 1.0)], [(7, 1.0), (7, 2.0), (7, 3.0)]]
 
 
 def test_a_request_left_waiting_keeps_its_customers_later_requests_from_overtaking_it() -> None:
