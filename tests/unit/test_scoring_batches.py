@@ -166,20 +166,27 @@ def test_requests_read_by_different_models_are_not_combined() -> None:
     assert [a[0][2] for a in answers] == ["old", "new", "old"]
 
 
-def test_a_request_that_cannot_be_scored_fails_alone() -> None:
+def _three_waiting(amounts: dict[int, float]) -> tuple[list[Any], list[Any]]:
+    """Customers 1, 2 and 3 (with these amounts) sent while the first call runs: the calls and the answers."""
+
     async def main() -> tuple[list[Any], list[Any]]:
         batcher, scorer, _ = _batcher()
 
-        async def one_bad() -> list[Any]:
+        async def three() -> list[Any]:
             return await asyncio.gather(
-                *(batcher.score([_tx(c, -1.0 if c == 2 else 1.0)], model=M, scorer=scorer) for c in (1, 2, 3)),
+                *(batcher.score([_tx(c, amounts[c])], model=M, scorer=scorer) for c in (1, 2, 3)),
                 return_exceptions=True,
             )
 
-        _, answers = await _while_first_call_runs(batcher, scorer, one_bad)
+        _, answers = await _while_first_call_runs(batcher, scorer, three)
         return scorer.calls, answers
 
-    calls, answers = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_request_that_cannot_be_scored_fails_alone() -> None:
+    calls, answers = _three_waiting({1: 1.0, 2: -1.0, 3: 1.0})
+
     assert answers[0] == [(1, 1.0, "m")]
     assert answers[2] == [(3, 1.0, "m")]
     assert isinstance(answers[1], ValueError)
@@ -188,19 +195,8 @@ def test_a_request_that_cannot_be_scored_fails_alone() -> None:
 
 
 def test_an_error_every_request_would_meet_fails_them_all_without_a_try_each() -> None:
-    async def main() -> tuple[list[Any], list[Any]]:
-        batcher, scorer, _ = _batcher()
+    calls, answers = _three_waiting({1: -2.0, 2: -2.0, 3: -2.0})
 
-        async def store_down() -> list[Any]:
-            return await asyncio.gather(
-                *(batcher.score([_tx(c, -2.0)], model=M, scorer=scorer) for c in (1, 2, 3)),
-                return_exceptions=True,
-            )
-
-        _, answers = await _while_first_call_runs(batcher, scorer, store_down)
-        return scorer.calls, answers
-
-    calls, answers = asyncio.run(main())
     assert all(isinstance(a, StoreDown) for a in answers)
     assert len(calls) == 2  # the first request's call and the one combined call
 
