@@ -72,6 +72,7 @@ class ScoringBatcher:
         self._one_per_customer = one_per_customer
         self._on_batch = on_batch  # (requests, rows) of each call: the service's batch-size histogram
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._running: set[asyncio.Future[None]] = set()  # the loop keeps only weak references to tasks
 
     async def score(
         self, transactions: Sequence[Transaction], *, model: LoadedModel, scorer: Scorer
@@ -91,11 +92,15 @@ class ScoringBatcher:
                     # A task of its own: its end completes every request of the batch, even when this request's
                     # timeout cancels the wait here.
                     job = asyncio.ensure_future(self._run(batch, scorer))
+                    self._running.add(job)
+                    job.add_done_callback(self._running.discard)
                     await asyncio.shield(job)
             return await request.future
         finally:
             if not request.taken:  # cancelled (timed out) before any call took it
                 self._waiting.remove(request)
+            if not request.future.done():  # timed out while its call runs: nobody will read the outcome
+                request.future.cancel()
 
     def _take(self, first: _Waiting) -> list[_Waiting]:
         """``first`` and the waiting requests that fit with it, in arrival order (see the module doc)."""
