@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlops_recipes.io import feature_store
-from mlops_recipes.io.customer_events import CustomerEvent, CustomerKey, CustomerUpdates, Recorded
+from mlops_recipes.io.customer_events import CustomerEvent, CustomerKey, CustomerUpdates
 from mlops_recipes.io.models import ModelLoadError
 from mlops_recipes.settings import Settings
 
@@ -35,7 +35,7 @@ class FeatureStoreUnavailable(RuntimeError):
 class OnlineFeatures:
     """A Feast store opened once per process, read through :func:`feature_store.online_features`.
 
-    Scored transactions are recorded in their customers' rows with :meth:`record` (unless ``update_customers``).
+    Scored transactions are recorded in their customers' rows with :meth:`record_all` (unless ``update_customers``).
     """
 
     def __init__(self, settings: Settings, *, update_customers: bool = True) -> None:
@@ -68,13 +68,6 @@ class OnlineFeatures:
             self._services.clear()
             raise FeatureStoreUnavailable("online feature store unavailable", cause=error) from error
 
-    def record(self, event: CustomerEvent, *, account_created_ts: float | None) -> Recorded:
-        """Count a scored transaction in its customer's online row (see :mod:`mlops_recipes.io.customer_events`)."""
-        recorded = self._customer_updates().record(event, account_created_ts=account_created_ts)
-        if recorded.counted:
-            self.newest_event_s = max(self.newest_event_s, event.time_us / 1e6)
-        return recorded
-
     def record_all(
         self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float]
     ) -> dict[CustomerKey, int | Exception]:
@@ -99,7 +92,7 @@ class OnlineFeatures:
 
     @property
     def updated_view(self) -> str | None:
-        """The feature view :meth:`record` writes, once it has been used."""
+        """The feature view :meth:`record_all` writes, once it has been used."""
         return None if self._updates is None else self._updates.writer.view_name
 
     def materialized_until(self) -> dict[str, float]:

@@ -6,6 +6,7 @@ the customer's next transaction is scored on features that include it, as in tra
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import uuid
@@ -165,9 +166,7 @@ def record_scored(
     started = time.perf_counter()
     outcomes = features.record_all(events, created)
     metrics.customer_update_latency.observe(time.perf_counter() - started)
-    sent: dict[CustomerKey, int] = {}
-    for event in events:
-        sent[event.customer_id] = sent.get(event.customer_id, 0) + 1
+    sent = collections.Counter(e.customer_id for e in events)
     for customer, outcome in outcomes.items():
         if isinstance(outcome, Exception):  # the score is computed: nothing here may fail the response
             metrics.customer_updates.labels("failed").inc(sent[customer])

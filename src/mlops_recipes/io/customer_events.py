@@ -797,7 +797,7 @@ class CustomerUpdates:
     """The per-transaction update of customer rows: the event log plus Feast's online write of the view.
 
     One object per process (it holds connections); the online service and, later, the stream scorer call
-    :meth:`record` after scoring, the features stage calls :meth:`rebuild`.
+    :meth:`record_all` after scoring, the features stage calls :meth:`rebuild`.
     """
 
     def __init__(self, store: Any, *, log: CustomerEventLog | None = None) -> None:
@@ -808,10 +808,6 @@ class CustomerUpdates:
             raise EventLogError(f"expected one feature view tagged refresh: per-transaction, found {views}")
         self.log = log if log is not None else open_event_log(store)  # first: it puts SQLite in WAL mode
         self.writer = OnlineRowWriter(store, views[0])
-
-    def record(self, event: CustomerEvent, *, account_created_ts: float | None = None) -> Recorded:
-        """Count ``event`` in its customer's history and write the row after it (see the module doc)."""
-        return self.log.record(event, account_created_ts=account_created_ts, write=self.writer)
 
     def record_all(
         self, events: Sequence[CustomerEvent], account_created_ts: Mapping[CustomerKey, float]
