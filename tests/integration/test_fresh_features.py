@@ -328,16 +328,15 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
     )
     assert ours._sqlite is not None  # the embedded profile takes the one-statement path
     assert feasts._sqlite is None
-    customer = NEW_CUSTOMER + 77
     config = store.config
-    key = serialize_entity_key(
-        EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=customer)]),
-        entity_key_serialization_version=config.entity_key_serialization_version,
-    )
     table = _table_id(config.project, store.get_feature_view("customer_stats"))
     database = config.repo_path / config.online_store.path
 
-    def stored() -> list[tuple[Any, ...]]:
+    def stored(customer: int) -> list[tuple[Any, ...]]:
+        key = serialize_entity_key(
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=customer)]),
+            entity_key_serialization_version=config.entity_key_serialization_version,
+        )
         with sqlite3.connect(database) as connection:
             return connection.execute(
                 f'SELECT * FROM "{table}" WHERE entity_key = ? ORDER BY feature_name',  # noqa: S608 - Feast's table
@@ -345,17 +344,31 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
             ).fetchall()
 
     def row(n: int) -> dict[str, float]:
-        return {name: float(n + i) if "count" not in name else n + i for i, name in enumerate(VIEW.names)}
+        return {name: float(n + i) / 3 if "count" not in name else n + i for i, name in enumerate(VIEW.names)}
 
+    # A row replaced: Feast's writer first, then ours, then Feast's again with the same values.
+    customer = NEW_CUSTOMER + 77
     first = dt.datetime(2026, 11, 30, 12, 0, 5, 123456, tzinfo=dt.UTC)
     feasts([(customer, first, row(1))])
-    before = stored()
+    before = stored(customer)
     ours([(customer, first + dt.timedelta(minutes=1), row(2))])
-    written_by_us = stored()
+    written_by_us = stored(customer)
     feasts([(customer, first + dt.timedelta(minutes=1), row(2))])
 
     assert database.is_file()
     assert len(written_by_us) == len(before) == len(VIEW.names)
     assert written_by_us != before  # the upsert replaced the row
-    assert written_by_us == stored()  # byte for byte: keys, protos, value text, event and created times
+    assert written_by_us == stored(customer)  # byte for byte: keys, protos, value text, event and created times
     assert _online_row(store, customer)["cust_txn_count_1h"] == 2 + VIEW.names.index("cust_txn_count_1h")
+
+    # New entities, more than one statement holds (a rebuild's thousands, here three to a statement of two):
+    # ours inserts what Feast's writer inserts for the same rows.
+    assert ours._sqlite.entities_per_statement > 1_000  # within SQLite's smallest limit of bound values
+    ours._sqlite.entities_per_statement = 2
+    ours_new, feasts_new = [NEW_CUSTOMER + 100 + n for n in range(3)], [NEW_CUSTOMER + 200 + n for n in range(3)]
+    ours([(c, first, row(n)) for n, c in enumerate(ours_new)])
+    feasts([(c, first, row(n)) for n, c in enumerate(feasts_new)])
+
+    for mine, theirs in zip(ours_new, feasts_new, strict=True):
+        assert [r[1:] for r in stored(mine)] == [r[1:] for r in stored(theirs)]  # all but the key
+        assert len(stored(mine)) == len(VIEW.names)

@@ -8,6 +8,7 @@ window edges (1 h, 24 h, 7 d, 30 d), same-instant events and amounts of very dif
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_recipes.core.aggregates import customer_row, customer_stats, longest_window_us
+from mlops_recipes.core.aggregates import customer_row, customer_row_in_order, customer_stats, longest_window_us
 from mlops_recipes.views.customer_stats import VIEW as CUSTOMER_VIEW
 
 pytestmark = pytest.mark.unit
@@ -107,6 +108,21 @@ def test_history_beyond_the_longest_window_changes_nothing(events: pd.DataFrame)
     trimmed = customer_row(times[recent], amounts[recent], account_created_ts=0.0)
 
     assert full == trimmed
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_a_row_depends_on_the_events_not_on_their_order(events: pd.DataFrame, shuffle: Any) -> None:
+    times, amounts = _us(events["event_timestamp"]), events["amount"].to_numpy()
+    order = list(range(len(times)))
+    shuffle.shuffle(order)
+    ordered = np.argsort(times, kind="stable")
+
+    as_logged = customer_row_in_order(
+        times[ordered].tolist(), amounts[ordered].tolist(), account_created_ts=0.0
+    )  # the event log's form
+
+    assert customer_row(times[order], amounts[order], account_created_ts=0.0) == as_logged  # exactly: fsum
 
 
 def test_window_edges_are_open_on_the_left() -> None:

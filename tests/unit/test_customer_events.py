@@ -303,6 +303,68 @@ def test_a_log_of_an_earlier_layout_is_moved_into_one_row_per_customer(
     assert customers == [("1", '["a", "b"]')]
 
 
+def test_events_are_kept_in_time_order_a_late_one_in_its_place(log: SqliteEventLog) -> None:
+    rows = Rows()
+    for tx, minutes in (("b", 20), ("d", 40), ("c", 30), ("a", 10), ("e", 40)):
+        log.record(_event(tx, minutes), account_created_ts=None, write=rows)
+
+    events, _ = log.history(1)
+
+    assert list(events) == ["a", "b", "c", "d", "e"]  # same-instant events in arrival order
+    assert [t for t, _ in events.values()] == sorted(t for t, _ in events.values())
+    assert rows.last["cust_txn_count_1h"] == 5
+
+
+def test_rows_of_a_log_written_out_of_time_order_are_sorted_once(tmp_path: Path) -> None:
+    import array
+    import sqlite3
+
+    path = tmp_path / "customer_events.db"
+    SqliteEventLog(path).record(_event("first", 0), account_created_ts=None, write=Rows())
+    times = array.array("q", [T0 + 30 * MINUTE, T0, T0 + 10 * MINUTE])  # as the log stored them before
+    amounts = array.array("d", [3.0, 1.0, 2.0])
+    with sqlite3.connect(path) as earlier:
+        earlier.execute(
+            "UPDATE customer_history SET transaction_ids = ?, times_us = ?, amounts = ?",
+            ('["c", "a", "b"]', times.tobytes(), amounts.tobytes()),
+        )
+        earlier.execute("PRAGMA user_version = 0")
+    earlier.close()
+
+    log, rows = SqliteEventLog(path), Rows()
+    log.record(_event("d", 40, 4.0), account_created_ts=None, write=rows)
+
+    assert log.history(1)[0] == {
+        "a": (T0, 1.0),
+        "b": (T0 + 10 * MINUTE, 2.0),
+        "c": (T0 + 30 * MINUTE, 3.0),
+        "d": (T0 + 40 * MINUTE, 4.0),
+    }
+    assert list(log.history(1)[0]) == ["a", "b", "c", "d"]
+    assert (rows.last["cust_txn_count_1h"], rows.last["cust_amount_sum_1h"]) == (4, 10.0)
+    assert log._connect().execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_events_past_the_longest_window_stop_counting_and_leave_the_log_in_bulk(log: SqliteEventLog) -> None:
+    rows = Rows()
+    for n in range(8):
+        log.record(_event(f"old{n}", n), account_created_ts=None, write=rows)
+    for n in range(8):
+        log.record(_event(f"new{n}", 20 * 24 * 60 + n), account_created_ts=None, write=rows)
+
+    # 30 days and a half minute after the first event: "old0" is past the 30-day window, one of 17 events, so it
+    # stays in the row (the windows skip it).
+    log.record(_event("later", 30 * 24 * 60 + 0.5), account_created_ts=None, write=rows)
+    assert "old0" in log.history(1)[0]
+    assert rows.last["cust_amount_mean_30d"] == 10.0
+    assert (rows.last["cust_txn_count_7d"], rows.last["cust_amount_sum_7d"]) == (1, 10.0)
+    # 30 days after the last old event: all eight are out of every window, nearly half the row, and go at once.
+    log.record(_event("latest", 30 * 24 * 60 + 7, 40.0), account_created_ts=None, write=rows)
+    assert not any(tx.startswith("old") for tx in log.history(1)[0])
+    assert len(log.history(1)[0]) == 10
+    assert rows.last["cust_amount_mean_30d"] == pytest.approx((9 * 10.0 + 40.0) / 10)
+
+
 def test_commits_leave_wal_checkpoints_to_the_background_thread(log: SqliteEventLog) -> None:
     import time
 

@@ -31,14 +31,18 @@ not newer than the stored one.
 
 from __future__ import annotations
 
+import array
+import bisect
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import math
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -46,10 +50,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from mlops_recipes.contract import ACCOUNT_CREATED, AMOUNT, CUSTOMER, EVENT_TIME, TRANSACTION_ID
-from mlops_recipes.core.aggregates import customer_row, longest_window_us
+from mlops_recipes.core.aggregates import customer_row_in_order, longest_window_us
 from mlops_recipes.errors import ReportedError
 
 _log = logging.getLogger(__name__)
@@ -96,15 +98,15 @@ def _stamp(us: int) -> dt.datetime:
 
 
 def row_after(
-    times_us: np.ndarray, amounts: np.ndarray, *, account_created_ts: float, previous_stamp_us: int | None
+    times_us: Sequence[int], amounts: Sequence[float], *, account_created_ts: float, previous_stamp_us: int | None
 ) -> tuple[dict[str, float], int, int]:
-    """The row after a customer's logged events (any order; older ones are ignored), its stamp and the horizon.
+    """The row after a customer's logged events (in time order; older ones are ignored), its stamp and the horizon.
 
     Events at or before the horizon (the longest window before the latest event) no longer count: the log may
     delete them.
     """
-    latest = int(times_us.max())
-    row = customer_row(times_us, amounts, account_created_ts=account_created_ts)
+    latest = int(times_us[-1])
+    row = customer_row_in_order(times_us, amounts, account_created_ts=account_created_ts)
     stamp = latest if previous_stamp_us is None else max(latest, previous_stamp_us + 1)
     return row, stamp, latest - longest_window_us()
 
@@ -121,12 +123,18 @@ def next_row(
     ``history`` maps transaction_id → (time µs, amount); the expired ids are the ones to delete from the log.
     """
     merged = {**history, **{e.transaction_id: (e.time_us, e.amount) for e in new}}
-    times = np.fromiter((t for t, _ in merged.values()), dtype=np.int64, count=len(merged))
-    amounts = np.fromiter((a for _, a in merged.values()), dtype=np.float64, count=len(merged))
+    ordered = sorted(merged.values(), key=_time_of)
     row, stamp, horizon = row_after(
-        times, amounts, account_created_ts=account_created_ts, previous_stamp_us=previous_stamp_us
+        [t for t, _ in ordered],
+        [a for _, a in ordered],
+        account_created_ts=account_created_ts,
+        previous_stamp_us=previous_stamp_us,
     )
     return row, stamp, [tx for tx, (t, _) in merged.items() if t <= horizon]
+
+
+def _time_of(event: tuple[int, float]) -> int:
+    return event[0]
 
 
 def _split(
@@ -252,8 +260,34 @@ def _upsert(customers: int) -> str:
     return _UPSERT.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * customers))
 
 
+def _packed(typecode: str, blob: bytes = b"") -> array.array[Any]:
+    """A packed little-endian column of the table as an array of Python numbers (``q``: int64, ``d``: float64)."""
+    values = array.array(typecode)
+    values.frombytes(blob)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
+
+
+def _blob(values: array.array[Any]) -> bytes:
+    if _BIG_ENDIAN:
+        values = array.array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+# Events older than the longest window before the latest one no longer count (the windows skip them by
+# bisection), so they are dropped only once they are at least this share of a customer's row: dropping them
+# decodes and re-encodes the row's ids, which done at every update was a third of the update's own work.
+_EXPIRED_SHARE_DROPPED = 0.25
+
+
 class _History:
-    """One customer's row of ``customer_history``, unpacked.
+    """One customer's row of ``customer_history``, unpacked, its events in time order (ties in arrival order).
+
+    Time order is what lets each window be a tail of the events (:func:`customer_row_in_order`); a late event is
+    inserted in its place, and rows written before the order was kept are sorted once (``PRAGMA user_version``).
 
     The ids stay the JSON text they are stored as until something needs them as a list: an update only appends
     one and checks that it is new, both done on the text (``json.dumps`` of the list writes each id as
@@ -265,17 +299,29 @@ class _History:
     def __init__(
         self,
         ids: list[str] | str,
-        times: np.ndarray,
-        amounts: np.ndarray,
+        times: array.array[int],
+        amounts: array.array[float],
         created: float | None = None,
         stamp_us: int | None = None,
     ) -> None:
         self._ids: list[str] | None = ids if isinstance(ids, list) else None
         self._ids_text: str | None = ids if isinstance(ids, str) else None
-        self.times = times  # int64 µs
-        self.amounts = amounts  # float64
+        self.times = times  # µs, ascending
+        self.amounts = amounts
         self.created = created
         self.stamp_us = stamp_us
+
+    @classmethod
+    def of(cls, events: dict[str, tuple[int, float]], created: float | None, stamp_us: int | None) -> _History:
+        """A history of events given as transaction_id → (time µs, amount), in any order."""
+        ordered = sorted(events.items(), key=lambda item: item[1][0])
+        return cls(
+            [tx for tx, _ in ordered],
+            array.array("q", [t for _, (t, _) in ordered]),
+            array.array("d", [a for _, (_, a) in ordered]),
+            created,
+            stamp_us,
+        )
 
     @classmethod
     def read(cls, connection: sqlite3.Connection, customers: Sequence[CustomerKey]) -> dict[CustomerKey, _History]:
@@ -283,10 +329,9 @@ class _History:
         found: dict[str, _History] = {}
         for chunk in _chunks(customers):
             for key, created, stamp, ids, times, amounts in connection.execute(_select(len(chunk)), chunk):
-                times_us, values = np.frombuffer(times, dtype=np.int64), np.frombuffer(amounts, dtype=np.float64)
-                found[key] = cls(ids, times_us, values, created, stamp)
+                found[key] = cls(ids, _packed("q", times), _packed("d", amounts), created, stamp)
         # Keys are stored as TEXT (the column's affinity turns an integer id into its digits).
-        return {c: found.get(str(c)) or cls([], np.empty(0, np.int64), np.empty(0, np.float64)) for c in customers}
+        return {c: found.get(str(c)) or cls([], _packed("q"), _packed("d")) for c in customers}
 
     @property
     def ids(self) -> list[str]:
@@ -308,38 +353,64 @@ class _History:
         return [e for e in distinct if e.transaction_id not in known]
 
     def append(self, events: Sequence[CustomerEvent]) -> None:
-        """Log new ``events`` (their ids not yet logged)."""
+        """Log new ``events`` (their ids not yet logged), each in its place in time order."""
+        new = sorted(events, key=_event_time)  # stable: same-instant events keep their arrival order
+        if self.times and new[0].time_us < self.times[-1]:  # a late event: merge the whole row in time order
+            merged = sorted(
+                [*zip(self.ids, self.times, self.amounts, strict=True)]
+                + [(e.transaction_id, e.time_us, e.amount) for e in new],
+                key=lambda event: event[1],
+            )
+            self._ids = [tx for tx, _, _ in merged]
+            self.times = array.array("q", [t for _, t, _ in merged])
+            self.amounts = array.array("d", [a for _, _, a in merged])
+            return
         if self._ids_text is not None:
-            quoted = ", ".join(json.dumps(e.transaction_id) for e in events)
+            quoted = ", ".join(json.dumps(e.transaction_id) for e in new)
             head = self._ids_text[:-1]  # without the closing bracket
             self._ids_text = f"{head}{', ' if head != '[' else ''}{quoted}]"
         else:
-            self.ids.extend(e.transaction_id for e in events)
-        self.times = np.concatenate([self.times, np.array([e.time_us for e in events], dtype=np.int64)])
-        self.amounts = np.concatenate([self.amounts, np.array([e.amount for e in events], dtype=np.float64)])
+            self.ids.extend(e.transaction_id for e in new)
+        self.times.extend(e.time_us for e in new)
+        self.amounts.extend(e.amount for e in new)
 
-    def keep(self, mask: np.ndarray) -> None:
-        self._ids = [tx for tx, kept in zip(self.ids, mask.tolist(), strict=True) if kept]
-        self.times, self.amounts = self.times[mask], self.amounts[mask]
+    def drop_through(self, time_us: int, *, share: float = 0.0) -> None:
+        """Forget the events at or before ``time_us`` if they are more than ``share`` of the row (a prefix)."""
+        count = bisect.bisect_right(self.times, time_us)
+        if count and count > share * len(self.times):
+            self._ids = self.ids[count:]
+            del self.times[:count]
+            del self.amounts[:count]
 
     def stored(self, customer: CustomerKey) -> tuple[Any, ...]:
         """The row to write back: the table's columns, in order."""
         created = None if self.created is None or math.isnan(self.created) else self.created
         ids = self._ids_text if self._ids_text is not None else json.dumps(self.ids)
-        return (
-            customer,
-            created,
-            self.stamp_us,
-            ids,
-            self.times.astype("<i8").tobytes(),
-            self.amounts.astype("<f8").tobytes(),
-        )
+        return (customer, created, self.stamp_us, ids, _blob(self.times), _blob(self.amounts))
 
     @staticmethod
     def write(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Upsert rows made by :meth:`stored`, one statement per chunk."""
         for chunk in _chunks(rows):
             connection.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
+
+
+def _event_time(event: CustomerEvent) -> int:
+    return event.time_us
+
+
+# The log's ``user_version`` from which every row's events are in time order (rows written before are sorted once).
+_IN_TIME_ORDER = 1
+
+
+def _sort_rows(connection: sqlite3.Connection) -> None:
+    """Put every row's events in time order (rows written before the log kept that order)."""
+    rows = connection.execute(f"SELECT {_COLUMNS} FROM customer_history").fetchall()  # noqa: S608 - constant
+    for key, created, stamp, ids, times, amounts in rows:
+        history = _History(ids, _packed("q", times), _packed("d", amounts), created, stamp)
+        if any(later < earlier for earlier, later in itertools.pairwise(history.times)):
+            events = dict(zip(history.ids, zip(history.times, history.amounts, strict=True), strict=True))
+            _History.write(connection, [_History.of(events, created, stamp).stored(key)])
 
 
 def _create_tables(connection: sqlite3.Connection) -> None:
@@ -360,16 +431,11 @@ def _create_tables(connection: sqlite3.Connection) -> None:
             for key, created, stamp in connection.execute(select)
         }
         for key in events.keys() | state.keys():
-            logged = events.get(key, {})
             created, stamp = state.get(key, (None, None))
-            history = _History(
-                list(logged),
-                np.array([t for t, _ in logged.values()], dtype=np.int64),
-                np.array([a for _, a in logged.values()], dtype=np.float64),
-                created,
-                stamp,
-            )
-            _History.write(connection, [history.stored(key)])
+            _History.write(connection, [_History.of(events.get(key, {}), created, stamp).stored(key)])
+        if connection.execute("PRAGMA user_version").fetchone()[0] < _IN_TIME_ORDER:
+            _sort_rows(connection)
+            connection.execute(f"PRAGMA user_version = {_IN_TIME_ORDER}")
         for table in existing & (_LEGACY_EVENTS.keys() | _LEGACY_STATE.keys()):
             connection.execute(f"DROP TABLE {table}")
         connection.execute("COMMIT")
@@ -414,9 +480,8 @@ class SqliteEventLog:
         created: float | None,
         replace_until_us: int | None,
     ) -> tuple[int, tuple[CustomerKey, dt.datetime, dict[str, float]] | None]:
-        # The row is computed from the packed arrays in C; the caller writes the history back when it changed.
         if replace_until_us is not None:  # a rebuild: the batch replaces what the log holds up to its end
-            history.keep(history.times > replace_until_us)
+            history.drop_through(replace_until_us)
         new = history.unlogged(events)
         if not new:  # every id already logged: a client's retry changes nothing
             return 0, None
@@ -425,8 +490,7 @@ class SqliteEventLog:
         row, history.stamp_us, horizon = row_after(
             history.times, history.amounts, account_created_ts=history.created, previous_stamp_us=history.stamp_us
         )
-        if int(history.times.min()) <= horizon:  # events that can no longer count
-            history.keep(history.times > horizon)
+        history.drop_through(horizon, share=_EXPIRED_SHARE_DROPPED)  # events that can no longer count
         return len(new), (customer, _stamp(history.stamp_us), row)
 
     def _transaction(
@@ -504,7 +568,7 @@ class SqliteEventLog:
             except sqlite3.Error as error:
                 raise EventLogError(f"customer event log unavailable: {error}") from error
         created = math.nan if history.created is None else float(history.created)
-        events = zip(history.times.tolist(), history.amounts.tolist(), strict=True)
+        events = zip(history.times, history.amounts, strict=True)
         return dict(zip(history.ids, events, strict=True)), created
 
     def clear(self) -> None:
@@ -823,13 +887,10 @@ class CustomerUpdates:
         at or after the transaction's time: a same-instant event, a late one, or a client's retry.
         """
         events, created = self.log.history(customer_id)
-        before = [(t, a) for t, a in events.values() if t < time_us]
-        if not before:
+        before = sorted((t, a) for t, a in events.values() if t < time_us)
+        if not before or before[-1][0] <= time_us - longest_window_us():
             return None
-        times = np.array([t for t, _ in before], dtype=np.int64)
-        if int(times.max()) <= time_us - longest_window_us():
-            return None
-        return customer_row(times, np.array([a for _, a in before]), account_created_ts=created)
+        return customer_row_in_order([t for t, _ in before], [a for _, a in before], account_created_ts=created)
 
     def rebuild(self, transactions: Any) -> dict[str, int]:
         """Load a transaction table (ingest columns) into the log and rewrite every customer's row from it.

@@ -429,6 +429,7 @@ class OnlineRowWriter:
         # A row may hold more than the view declares (the account age, for data without account dates): only
         # the view's features are written.
         self._features = {f.name for f in self._view.features}
+        self._columns = tuple((f.name, f.name in self._ints) for f in self._view.features)  # (name, is Int64)
         self.view_name = view_name
         self._provider = store._get_provider()
         self._sqlite: _SqliteUpsert | None = None
@@ -445,12 +446,12 @@ class OnlineRowWriter:
             connection.execute("PRAGMA synchronous=NORMAL")
             checkpoint_off_the_request_path(connection, Path(connection.execute("PRAGMA database_list").fetchone()[2]))
             if one_statement:
-                self._sqlite = _SqliteUpsert.for_store(store, self._view, connection, self.entity_key)
+                self._sqlite = _SqliteUpsert.for_store(store, self._view, connection, self.entity_key, self._columns)
 
     def __call__(self, rows: Sequence[tuple[int | str, dt.datetime, dict[str, float]]]) -> None:
         """Write ``(entity key, event timestamp, {feature: value})`` rows."""
         if self._sqlite is not None:
-            self._sqlite(rows, self._features, self._ints)
+            self._sqlite(rows)
             return
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -503,29 +504,52 @@ class _SqliteUpsert:
 
     Feast's writer runs one upsert per feature (ten per customer row). Each ``execute`` of Python's sqlite3 releases
     and re-takes the GIL, which the service's event loop is waiting for under load, so the per-transaction update
-    writes its row in one. Only for the plain layout (no vector or text-search columns); the rows are Feast's
-    serialisation (entity key, ``Value`` protos, naive-UTC event time in epoch seconds, as its datetime adapter
-    stores them), and tests/integration/test_fresh_features.py compares both writers' tables byte for byte.
+    writes its rows in one. Each entity is one tuple of bound values (its key and time once, then each feature's
+    value and text) that the statement unfolds into Feast's row per feature: 22 values a customer instead of 60,
+    which took the statement from ~21 to ~15 µs a customer. Only for the plain layout (no vector or text-search
+    columns); the rows are Feast's serialisation (entity key, ``Value`` protos, naive-UTC event time in epoch
+    seconds, as its datetime adapter stores them), and tests/integration/test_fresh_features.py compares both
+    writers' tables byte for byte.
     """
 
     _COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
 
-    def __init__(self, connection: Any, table: str, serialize: Callable[[int | str], bytes]) -> None:
-        """``serialize``: an entity key's bytes as Feast stores them."""
+    def __init__(
+        self, connection: Any, table: str, serialize: Callable[[int | str], bytes], columns: Sequence[tuple[str, bool]]
+    ) -> None:
+        """``serialize``: an entity key's bytes as Feast stores them; ``columns``: the view's (feature, is Int64)."""
         from feast.infra.online_stores.sqlite import _quote_id
 
         self._connection = connection
         self._serialize = serialize
+        self._columns = tuple(columns)
         self._keys: dict[int | str, bytes] = {}
+        width = 2 + 2 * len(self._columns)
+        self._entity = "(" + ", ".join(["?"] * width) + ")"
+        # SQLite's smallest default limit of bound values per statement is 32,766 (a rebuild writes thousands).
+        self.entities_per_statement = max(1, 32_766 // width)
+        names = ["entity_key", "event_ts", *(f"value_{i}, text_{i}" for i in range(len(self._columns)))]
+        unfold = " UNION ALL ".join(
+            f"SELECT entity_key, {_sql_text(name)}, value_{i}, text_{i}, event_ts, NULL FROM entities"  # noqa: S608 - the view's names, quoted
+            for i, (name, _) in enumerate(self._columns)
+        )
         updates = ", ".join(f"{c} = excluded.{c}" for c in self._COLUMNS[2:])
-        columns = ", ".join(self._COLUMNS)
-        self._head = f"INSERT INTO {_quote_id(table)} ({columns}) VALUES "  # noqa: S608 - Feast's table, quoted as Feast does
-        self._tail = f" ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates}"
+        self._head = f"WITH entities({', '.join(names)}) AS (VALUES "
+        # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT.
+        self._tail = (
+            f") INSERT INTO {_quote_id(table)} ({', '.join(self._COLUMNS)}) SELECT * FROM ({unfold}) WHERE true "  # noqa: S608 - Feast's table, quoted as Feast does
+            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates}"
+        )
         self._statements: dict[int, str] = {}
 
     @classmethod
     def for_store(
-        cls, store: FeatureStore, view: Any, connection: Any, entity_key: Callable[[int | str], Any]
+        cls,
+        store: FeatureStore,
+        view: Any,
+        connection: Any,
+        entity_key: Callable[[int | str], Any],
+        columns: Sequence[tuple[str, bool]],
     ) -> _SqliteUpsert | None:
         """The one-statement writer, or None where Feast's table has more columns than the plain layout."""
         from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
@@ -545,40 +569,48 @@ class _SqliteUpsert:
         def serialize(key: int | str) -> bytes:
             return serialize_entity_key(entity_key(key), entity_key_serialization_version=version)
 
-        return cls(connection, table, serialize)
+        return cls(connection, table, serialize, columns)
 
-    def _statement(self, rows: int) -> str:
-        statement = self._statements.get(rows)
+    def _statement(self, entities: int) -> str:
+        statement = self._statements.get(entities)
         if statement is None:
-            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-            statement = self._statements[rows] = f"{self._head}{values}{self._tail}"
+            values = ", ".join([self._entity] * entities)
+            statement = self._statements[entities] = f"{self._head}{values}{self._tail}"
         return statement
 
-    def __call__(
-        self,
-        rows: Sequence[tuple[int | str, dt.datetime, dict[str, float]]],
-        features: set[str],
-        integers: set[str],
-    ) -> None:
-        """Upsert ``rows`` (only ``features``; ``integers`` are Int64, the rest Float64), as Feast would."""
+    def __call__(self, rows: Sequence[tuple[int | str, dt.datetime, dict[str, float]]]) -> None:
+        """Upsert ``rows``: each holds every feature of the view (Int64 or else Float64), as Feast would."""
         from feast.utils import to_naive_utc
 
-        parameters: list[Any] = []
-        for key, stamp, values in rows:
-            entity = self._keys.get(key)
-            if entity is None:
-                if len(self._keys) >= _KEYS_KEPT:
-                    self._keys.clear()
-                entity = self._keys[key] = self._serialize(key)
-            event_ts = int(to_naive_utc(stamp).timestamp())  # what Feast's registered datetime adapter stores
-            for name, value in values.items():
-                if name in features:
-                    serialised, text = _value_bytes(value, integer=name in integers)
-                    parameters += (entity, name, serialised, text, event_ts, None)
-        if parameters:
+        pack = _DOUBLE.pack
+        statements = []
+        for start in range(0, len(rows), self.entities_per_statement):
+            chunk = rows[start : start + self.entities_per_statement]
+            parameters: list[Any] = []
+            for key, stamp, values in chunk:
+                entity = self._keys.get(key)
+                if entity is None:
+                    if len(self._keys) >= _KEYS_KEPT:
+                        self._keys.clear()
+                    entity = self._keys[key] = self._serialize(key)
+                parameters += (entity, int(to_naive_utc(stamp).timestamp()))  # as Feast's datetime adapter stores
+                for name, integer in self._columns:
+                    if integer:
+                        parameters += _value_bytes(values[name], integer=True)
+                    else:  # _value_bytes' double case, inline: seven of the customer view's ten features
+                        real = float(values[name])
+                        parameters += (b"\x29" + pack(real), str(real))
+            statements.append((self._statement(len(chunk)), parameters))
+        if statements:
             # Feast's own connection and transaction handling. The same connection as the service's lookups, on
             # purpose: a write through another connection (measured: the log's, with this file attached, to save a
             # transaction) makes SQLite drop the reading connection's page cache at its next read, which cost the
             # lookups more than the saved transaction.
             with self._connection:
-                self._connection.execute(self._statement(len(parameters) // len(self._COLUMNS)), parameters)
+                for statement, parameters in statements:
+                    self._connection.execute(statement, parameters)
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as an SQL string literal (a feature name: the view's, never a request's)."""
+    return "'" + value.replace("'", "''") + "'"
