@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,19 @@ TARGETS = {
     "update_p99_ratio": 1.2,  # at most
 }
 
+# Each load run reports its latency percentiles from TAIL_FROM up in steps of TAIL_STEP: enough of its distribution
+# for the p99 of several runs' requests together (merged_percentile), which one run's p99 alone cannot give.
+TAIL_FROM, TAIL_STEP = 90.0, 0.05
+TAIL_LEVELS = tuple(round(TAIL_FROM + i * TAIL_STEP, 2) for i in range(int((99.95 - TAIL_FROM) / TAIL_STEP) + 1))
 _WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {body_lines}
 
 done = function(summary, latency, requests)
   local e = summary.errors
+  local tail = {{}}
+  for i = 0, {tail_steps} do tail[#tail + 1] = latency:percentile({tail_from} + i * {tail_step}) end
+  io.write('\\nWRK_TAIL ' .. table.concat(tail, ' ') .. '\\n')
   io.write(string.format(
     '\\nWRK_JSON {{"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, '
     .. '"mean_us": %.1f, "status_errors": %d, "socket_errors": %d}}\\n',
@@ -98,7 +106,9 @@ def wrk_script(bodies: tuple[bytes, ...]) -> str:
             "request = function()\n  turn = turn % #bodies + 1\n"
             "  return wrk.format(nil, nil, nil, bodies[turn])\nend"
         )
-    return _WRK_SCRIPT.format(body_lines=body_lines)
+    return _WRK_SCRIPT.format(
+        body_lines=body_lines, tail_from=TAIL_FROM, tail_step=TAIL_STEP, tail_steps=len(TAIL_LEVELS) - 1
+    )
 
 
 # ----------------------------------------------------------------------------------------------- project
@@ -161,7 +171,9 @@ def updates_report(figures: dict[str, Any], http: dict[str, Any]) -> str:
             f"{served_off['extra']['cpu_us_per_request']:,.0f} µs/req) | "
             f"drop ≤ {t['update_throughput_drop_pct']:.0f} % | "
             f"{drop:.1f} % {verdict(drop <= t['update_throughput_drop_pct'])} |",
-            f"| p99 of `/predict` (worst turn) | {served_on['p99_ms']:.1f} ms | {served_off['p99_ms']:.1f} ms | "
+            f"| p99 of `/predict` (all turns' requests; worst turn) | {served_on['p99_ms']:.1f} ms "
+            f"({served_on['extra']['worst_turn_p99_ms']:.1f} ms) | {served_off['p99_ms']:.1f} ms "
+            f"({served_off['extra']['worst_turn_p99_ms']:.1f} ms) | "
             f"≤ {t['update_p99_ratio']}x | {p99:.2f}x {verdict(p99 <= t['update_p99_ratio'])} |",
             f"| the update's cost: in-process scoring call, 1 transaction (lookup + model [+ update]), mean / median "
             f"| {on['mean_us']:,.0f} / {on['median_us']:,.0f} µs | {off['mean_us']:,.0f} / {off['median_us']:,.0f} "
@@ -350,13 +362,20 @@ class LoadGenerator:
         if result.returncode != 0 or not lines:
             raise SystemExit(f"wrk failed on {server.name}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
         raw = json.loads(lines[-1].removeprefix("WRK_JSON "))
+        tail = [line for line in result.stdout.splitlines() if line.startswith("WRK_TAIL ")]
+        tail_ms = [float(value) / 1e3 for value in tail[-1].split()[1:]]
         return LoadResult(
             requests=raw["requests"],
             seconds=raw["duration_us"] / 1e6,
             p50_ms=raw["p50_us"] / 1e3,
             p99_ms=raw["p99_us"] / 1e3,
             errors=raw["status_errors"] + raw["socket_errors"],
-            extra={"p90_ms": raw["p90_us"] / 1e3, "max_ms": raw["max_us"] / 1e3, "mean_ms": raw["mean_us"] / 1e3},
+            extra={
+                "p90_ms": raw["p90_us"] / 1e3,
+                "max_ms": raw["max_us"] / 1e3,
+                "mean_ms": raw["mean_us"] / 1e3,
+                "tail_ms": tail_ms,
+            },
         )
 
     def _python(self, server: Server, connections: int, seconds: int) -> LoadResult:
@@ -385,7 +404,7 @@ class LoadGenerator:
             raw["p50_ms"],
             raw["p99_ms"],
             raw["errors"],
-            {"p90_ms": raw["p90_ms"], "max_ms": raw["max_ms"]},
+            {"p90_ms": raw["p90_ms"], "max_ms": raw["max_ms"], "tail_ms": raw["tail_ms"]},
         )
 
 
@@ -439,16 +458,38 @@ def loadgen_child(spec: dict[str, Any]) -> None:
                 "p90_ms": pct(90),
                 "p99_ms": pct(99),
                 "max_ms": latencies[-1] / 1e6 if latencies else math.nan,
+                "tail_ms": [pct(level) for level in TAIL_LEVELS],
                 "errors": errors,
             }
         )
     )
 
 
+def merged_percentile(parts: Sequence[LoadResult], level: float) -> float:
+    """The ``level`` percentile of all ``parts``' requests together, from each part's tail percentiles.
+
+    Each part's share of requests at or below a latency is interpolated between its reported percentiles
+    (``tail_ms`` at TAIL_LEVELS); the answer is the smallest reported latency at which the parts' shares, weighted
+    by their requests, reach ``level``.
+    """
+    import numpy as np
+
+    total = sum(p.requests for p in parts)
+    candidates: list[float] = sorted({float(value) for p in parts for value in p.extra["tail_ms"]})
+    for value in candidates:
+        below = sum(p.requests * float(np.interp(value, p.extra["tail_ms"], TAIL_LEVELS)) for p in parts) / total
+        if below >= level:
+            return value
+    return candidates[-1]
+
+
 def interleaved(load: LoadGenerator, a: Server, b: Server, connections: int, seconds: int) -> dict[str, LoadResult]:
     """``a`` and ``b`` loaded in turns A B B A A B B A ... (about ``seconds`` each), so that drift cancels.
 
-    Throughput is over all turns; p50 the median of the turns' p50, p99 the worst turn's p99.
+    Throughput is over all turns; p50 the median of the turns' p50; p99 that of all the turns' requests together
+    (:func:`merged_percentile`), and the worst turn's p99 beside it. A spell of the machine's own (a 15 ms p99 in
+    one 2 s turn, measured on either side alike) moves the worst turn, while the p99 of all requests stays what
+    the server does.
     """
     segment = 2 if seconds >= 4 else 1
     turns = max(2, seconds // segment // 2 * 2)  # per server, even
@@ -461,9 +502,10 @@ def interleaved(load: LoadGenerator, a: Server, b: Server, connections: int, sec
             requests=sum(p.requests for p in parts),
             seconds=sum(p.seconds for p in parts),
             p50_ms=statistics.median(p.p50_ms for p in parts),
-            p99_ms=max(p.p99_ms for p in parts),
+            p99_ms=merged_percentile(parts, 99.0),
             errors=sum(p.errors for p in parts),
             extra={
+                "worst_turn_p99_ms": max(p.p99_ms for p in parts),
                 "rounds_rps": [round(p.rps, 1) for p in parts],
                 "cpu_us_per_request": sum(p.extra["server_cpu_s"] for p in parts)
                 / max(1, sum(p.requests for p in parts))
@@ -726,7 +768,8 @@ def report(results: dict[str, Any]) -> str:
         f"µs | sqlite3 on the online store (keys, SELECTs, decode): {lookup['sqlite_direct']:.0f} µs "
         f"(SELECTs alone {lookup['sqlite_select_only']:.0f} µs) | ≤ {t['lookup_vs_sqlite']:.0f}x | "
         f"{lookup_ratio:.1f}x {verdict(lookup_ratio <= t['lookup_vs_sqlite'])} |",
-        f"| tail latency | p99 at {CONNECTIONS} clients (worst turn) {ours8['p99_ms']:.1f} ms | p50 at 1 client "
+        f"| tail latency | p99 at {CONNECTIONS} clients (all turns' requests) {ours8['p99_ms']:.1f} ms (worst turn "
+        f"{ours8['extra']['worst_turn_p99_ms']:.1f} ms) | p50 at 1 client "
         f"{ours1['p50_ms']:.2f} ms ({rps(ours1):,.0f} req/s) | ≤ {t['p99_8_vs_p50_1']:.0f}x | "
         f"{tail:.1f}x {verdict(tail <= t['p99_8_vs_p50_1'])} |",
         f"| workers, {CONNECTIONS} clients (turns A B B A) | 2 workers {rps(two):,.0f} req/s (turns: {turns(two)}; "
