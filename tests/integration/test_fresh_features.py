@@ -372,3 +372,10 @@ def test_the_one_statement_sqlite_write_stores_exactly_what_feasts_writer_stores
     for mine, theirs in zip(ours_new, feasts_new, strict=True):
         assert [r[1:] for r in stored(mine)] == [r[1:] for r in stored(theirs)]  # all but the key
         assert len(stored(mine)) == len(VIEW.names)
+    # Inserted entity by entity, as Feast's writer does: one entity's rows are neighbours in the table, so a
+    # lookup or an update of one customer touches a page or two, not one page per feature.
+    with sqlite3.connect(database) as connection:
+        order = [key for (key,) in connection.execute(f'SELECT entity_key FROM "{table}" ORDER BY rowid')]  # noqa: S608
+    connection.close()
+    runs = [key for n, key in enumerate(order) if n == 0 or key != order[n - 1]]
+    assert len(runs) == len(set(order))  # each entity's rows in one run

@@ -22,7 +22,8 @@ the log as it was (no half-written state: the transaction is simply not counted,
 
 Late events (older than the customer's latest recorded one) join the windows they fall in; the row stays stamped
 at the customer's latest event time, so the windows never move backwards. Events older than the longest window
-before the latest event are dropped: they can no longer count.
+before the latest event can no longer count: the windows skip them, and they are dropped once they are a quarter
+of the customer's row.
 
 Row stamps increase strictly per customer (the latest event time, or one microsecond after the previous stamp
 when a late or same-instant event does not move it), because Feast's Redis writer skips a row whose timestamp is
@@ -207,8 +208,9 @@ def _created(stored: float | None, given: float | None) -> float:
     return math.nan if given is None else given
 
 
-# One row per customer: their events within the longest window as three packed columns (ids as a JSON list, times
-# and amounts as little-endian int64 / float64 arrays), with the account creation time and the last row's stamp.
+# One row per customer: their events within the longest window as three packed columns in time order (ids as a JSON
+# list, times and amounts as little-endian int64 / float64 arrays), with the account creation time and the last
+# row's stamp.
 # An update is then one read and one write of one row, whatever the history's length: with a row per event it
 # stepped through every logged event of the customer (~75 here), and each step of Python's sqlite3 releases and
 # re-takes the GIL, which the service's event-loop thread is waiting for under load.

@@ -535,10 +535,13 @@ class _SqliteUpsert:
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in self._COLUMNS[2:])
         self._head = f"WITH entities({', '.join(names)}) AS (VALUES "
-        # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT.
+        # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT. ORDER BY (key, feature): new rows
+        # go in entity by entity, as Feast's writer inserts them, so that one entity's rows share a page or two;
+        # unfolded feature by feature, a rebuild put each customer's ten rows on ten pages, for every later lookup
+        # and update to read and write.
         self._tail = (
             f") INSERT INTO {_quote_id(table)} ({', '.join(self._COLUMNS)}) SELECT * FROM ({unfold}) WHERE true "  # noqa: S608 - Feast's table, quoted as Feast does
-            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates}"
+            f"ORDER BY 1, 2 ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates}"
         )
         self._statements: dict[int, str] = {}
 
