@@ -117,9 +117,10 @@ def customer_row_in_order(
     # Window (t - w, t]: the events after t - w.
     starts = [bisect.bisect_right(times_us, latest - edge) for edge in _edges_us()]
     row: dict[str, float] = {}
-    for name, start in zip(CUSTOMER_WINDOWS, starts, strict=False):
+    windows = list(zip(CUSTOMER_WINDOWS, starts[:-1], strict=True))  # the last start is the amount norm's
+    for name, start in windows:
         row[f"cust_txn_count_{name}"] = size - start
-    for name, start in zip(CUSTOMER_WINDOWS, starts, strict=False):
+    for name, start in windows:
         row[f"cust_amount_sum_{name}"] = math.fsum(amounts[start:])
     month = amounts[starts[-1] :]
     mean = math.fsum(month) / len(month)

@@ -22,8 +22,8 @@ the log as it was (no half-written state: the transaction is simply not counted,
 
 Late events (older than the customer's latest recorded one) join the windows they fall in; the row stays stamped
 at the customer's latest event time, so the windows never move backwards. Events older than the longest window
-before the latest event can no longer count: the windows skip them, and they are dropped once they are a quarter
-of the customer's row.
+before the latest event can no longer count: Redis deletes them at once; SQLite, whose windows skip them, drops
+them once they are a quarter of the customer's row.
 
 Row stamps increase strictly per customer (the latest event time, or one microsecond after the previous stamp
 when a late or same-instant event does not move it), because Feast's Redis writer skips a row whose timestamp is
@@ -42,6 +42,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import sqlite3
 import sys
 import threading
@@ -124,7 +125,7 @@ def next_row(
     ``history`` maps transaction_id → (time µs, amount); the expired ids are the ones to delete from the log.
     """
     merged = {**history, **{e.transaction_id: (e.time_us, e.amount) for e in new}}
-    ordered = sorted(merged.values(), key=_time_of)
+    ordered = sorted(merged.values(), key=operator.itemgetter(0))
     row, stamp, horizon = row_after(
         [t for t, _ in ordered],
         [a for _, a in ordered],
@@ -132,10 +133,6 @@ def next_row(
         previous_stamp_us=previous_stamp_us,
     )
     return row, stamp, [tx for tx, (t, _) in merged.items() if t <= horizon]
-
-
-def _time_of(event: tuple[int, float]) -> int:
-    return event[0]
 
 
 def _split(
@@ -280,8 +277,8 @@ def _blob(values: array.array[Any]) -> bytes:
 
 _BIG_ENDIAN = sys.byteorder == "big"
 # Events older than the longest window before the latest one no longer count (the windows skip them by
-# bisection), so they are dropped only once they are at least this share of a customer's row: dropping them
-# decodes and re-encodes the row's ids, which done at every update was a third of the update's own work.
+# bisection), so they are dropped only once they are more than this share of a customer's row: dropping them
+# decodes and re-encodes the row's ids, which at a customer's steady rate would happen at nearly every update.
 _EXPIRED_SHARE_DROPPED = 0.25
 
 
@@ -316,7 +313,7 @@ class _History:
     @classmethod
     def of(cls, events: dict[str, tuple[int, float]], created: float | None, stamp_us: int | None) -> _History:
         """A history of events given as transaction_id → (time µs, amount), in any order."""
-        ordered = sorted(events.items(), key=lambda item: item[1][0])
+        ordered = sorted(events.items(), key=lambda item: item[1][0])  # by time
         return cls(
             [tx for tx, _ in ordered],
             array.array("q", [t for _, (t, _) in ordered]),
@@ -356,12 +353,12 @@ class _History:
 
     def append(self, events: Sequence[CustomerEvent]) -> None:
         """Log new ``events`` (their ids not yet logged), each in its place in time order."""
-        new = sorted(events, key=_event_time)  # stable: same-instant events keep their arrival order
+        new = sorted(events, key=operator.attrgetter("time_us"))  # stable: same-instant events keep their arrival order
         if self.times and new[0].time_us < self.times[-1]:  # a late event: merge the whole row in time order
             merged = sorted(
                 [*zip(self.ids, self.times, self.amounts, strict=True)]
                 + [(e.transaction_id, e.time_us, e.amount) for e in new],
-                key=lambda event: event[1],
+                key=operator.itemgetter(1),
             )
             self._ids = [tx for tx, _, _ in merged]
             self.times = array.array("q", [t for _, t, _ in merged])
@@ -395,10 +392,6 @@ class _History:
         """Upsert rows made by :meth:`stored`, one statement per chunk."""
         for chunk in _chunks(rows):
             connection.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
-
-
-def _event_time(event: CustomerEvent) -> int:
-    return event.time_us
 
 
 # The log's ``user_version`` from which every row's events are in time order (rows written before are sorted once).

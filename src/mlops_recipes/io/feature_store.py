@@ -585,7 +585,6 @@ class _SqliteUpsert:
         """Upsert ``rows``: each holds every feature of the view (Int64 or else Float64), as Feast would."""
         from feast.utils import to_naive_utc
 
-        pack = _DOUBLE.pack
         statements = []
         for start in range(0, len(rows), self.entities_per_statement):
             chunk = rows[start : start + self.entities_per_statement]
@@ -598,11 +597,7 @@ class _SqliteUpsert:
                     entity = self._keys[key] = self._serialize(key)
                 parameters += (entity, int(to_naive_utc(stamp).timestamp()))  # as Feast's datetime adapter stores
                 for name, integer in self._columns:
-                    if integer:
-                        parameters += _value_bytes(values[name], integer=True)
-                    else:  # _value_bytes' double case, inline: seven of the customer view's ten features
-                        real = float(values[name])
-                        parameters += (b"\x29" + pack(real), str(real))
+                    parameters += _value_bytes(values[name], integer=integer)
             statements.append((self._statement(len(chunk)), parameters))
         if statements:
             # Feast's own connection and transaction handling. The same connection as the service's lookups, on
