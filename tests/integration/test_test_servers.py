@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -108,3 +109,26 @@ def test_no_server_outlives_the_test_run(tmp_path: Path, sig: signal.Signals) ->
             os.killpg(run.pid, signal.SIGKILL)
             run.wait(10)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.parametrize("server_class", ["RedisServer", "PostgresServer"])
+def test_a_server_that_shuts_down_is_not_held_for_the_grace_period(server_class: str) -> None:
+    # The server is the test process' own child: once it has exited it is a zombie until reaped, and a zombie
+    # still takes signals. A stop that took that for a live server waited out its whole grace period every time.
+    from support import servers
+
+    server = getattr(servers, server_class)()
+    server.stop_grace_s = 600.0  # far beyond the join below: only a stop that sees the shutdown returns in time
+    server.start(timeout=60)
+    stopping = threading.Thread(target=server.stop, daemon=True)
+    try:
+        stopping.start()
+        stopping.join(60)
+        assert not stopping.is_alive(), f"{server_class}.stop() still waiting for a server that had shut down"
+        assert server.process is not None
+        assert server.process.returncode is not None
+        assert server.process.returncode != -signal.SIGKILL  # its own shutdown on SIGINT, not the SIGKILL after
+        assert not server.workdir.exists()
+    finally:
+        if stopping.is_alive() and server.process is not None:
+            os.killpg(server.process.pid, signal.SIGKILL)

@@ -55,6 +55,7 @@ class ManagedServer:
     """A server process in its own group and directory, guarded by a watchdog; subclasses say how to run it."""
 
     name = "server"
+    stop_grace_s = 10.0  # how long :meth:`stop` lets the server shut down before it is SIGKILLed
 
     def __init__(self) -> None:
         # Not under pytest's tmp_path: its folders are private to the user, and under root the server user
@@ -125,9 +126,10 @@ class ManagedServer:
 
     def stop(self) -> None:
         """Stop the server and its watchdog, and remove its directory."""
-        if self.process is not None and self.process.poll() is None:
-            stop_group(self.process.pid, grace_s=10)
-            self.process.wait(10)
+        process = self.process
+        if process is not None and process.poll() is None:
+            stop_group(process.pid, grace_s=self.stop_grace_s, ended=lambda: process.poll() is not None)
+            process.wait(10)
         self._pid_file.unlink(missing_ok=True)
         if self._watchdog is not None:
             watchdog_stdin: IO[bytes] | None = self._watchdog.stdin
