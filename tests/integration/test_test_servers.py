@@ -26,11 +26,15 @@ pytestmark = pytest.mark.integration
 SUPPORT_DIR = Path(__file__).resolve().parents[1]  # tests/, where the `support` package lives
 
 HOLDING_TEST = """
-import json, os, time
+import json, os, signal, time
 from pathlib import Path
 
 
 def test_hold(postgres_url, redis_server):
+    # As a pytest started from a terminal takes Ctrl-C: a process inherits an ignored or blocked SIGINT from the
+    # one that starts it (a test runner's worker may have either), and would then sleep through the SIGINT below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
     Path(os.environ["HOLD_FILE"]).write_text(json.dumps({"postgres_port": port, "redis": redis_server.pids}))
     time.sleep(600)
