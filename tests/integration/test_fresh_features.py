@@ -110,14 +110,25 @@ def _transaction(tx: str, customer: int, when: dt.datetime, amount: float = 20.0
 
 
 def _at_once(service: Any, bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """POST every body to ``/predict`` at once: all connections open first, then every request sent, then read."""
+    """POST every body to ``/predict`` at once: all connections open, every request sent but its body's last byte,
+    then those last bytes back to back, then the answers read.
+
+    The service reads a body before it scores it, so no request can be scored before all are in (sent whole one
+    after another, a loaded machine's service scored each as it came, before the next had arrived).
+    """
     url = httpx.URL(service.url)
     connections = [http.client.HTTPConnection(url.host, url.port, timeout=30) for _ in bodies]
+    payloads = [json.dumps(body).encode() for body in bodies]
     try:
         for connection in connections:
             connection.connect()
-        for connection, body in zip(connections, bodies, strict=True):
-            connection.request("POST", "/predict", json.dumps(body), {"Content-Type": "application/json"})
+        for connection, payload in zip(connections, payloads, strict=True):
+            connection.putrequest("POST", "/predict")
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(payload)))
+            connection.endheaders(payload[:-1])
+        for connection, payload in zip(connections, payloads, strict=True):
+            connection.send(payload[-1:])
         answers = []
         for connection in connections:
             response = connection.getresponse()
